@@ -1,0 +1,124 @@
+"""HyperSegConfig: every architectural knob of a HyperSeg network, as plain data.
+
+A config round-trips through :meth:`HyperSegConfig.to_dict` / :meth:`from_dict` using only
+lists, numbers, strings and None, so it can live inside a ``weights_only`` checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+__all__ = ["HyperSegConfig"]
+
+
+@dataclass
+class HyperSegConfig:
+    """Architecture of a HyperSeg network (SPEC section 5.1 plus the paper's ablations).
+
+    Decoder lists (``decoder_kernel_sizes``, ``decoder_channels``, ``weight_groups``) run
+    coarsest level first, like the authors' configs.
+
+    Attributes:
+        num_classes: output classes.
+        in_channels: input image channels.
+        encoder_name: timm encoder (``tf_efficientnet_b1``, ``tf_efficientnet_lite0``, ``resnet18``...).
+        encoder_reductions: r_i, channel scale of the taps F1..F5 (1 keeps a tap unreduced).
+        encoder_padding: ``"dynamic"`` TF-SAME, or ``"static"`` as in the authors' backbone.
+        encoder_drop_rate: dropout on the head map in training.
+        encoder_drop_path_rate: stochastic depth inside the encoder.
+        encoder_head_channels: width of an added head conv for non-EfficientNet encoders.
+        context_head: ``"v1_0"`` (halving nested U-Net) or ``"v0_1"`` (full-width, VOC model).
+        context_levels: depth of the context head's U-Net.
+        decoder_kernel_sizes: 1 = pointwise meta block, k = inverted residual with k x k dw;
+            its length is the number of decoder levels (5, or 6 to add a full-resolution level).
+        decoder_channels: output channels per level (the last level outputs ``num_classes``);
+            ``None`` makes each level output its skip's channels (v0_1).
+        decoder_expand_ratio: expansion of the inverted residuals.
+        decoder_window: ring semantics of the inverted residuals: ``"input"`` (v1_0) or ``"hidden"`` (v0_1).
+        weight_groups: groups of each weight mapper (one per level, or per weight layer).
+        unify_level: share one weight layer among levels >= unify_level - 1 (Cityscapes-S).
+        signal_slicing: ``"partition"`` (paper Eq. 5) or ``"prefix"`` (authors' v1_0 bug).
+        channel_division: ``"released"`` (authors' code) or ``"paper"`` (Algorithm 1).
+        patch_grid: ``None`` derives the grid from the stride-32 map (one patch per cell);
+            ``[gh, gw]`` fixes it (the paper's 1x1 .. 16x16 ablation).
+        positional_encoding: prepend coordinate channels at every decoder level.
+        dynamic: ``False`` replaces the dynamic convolutions by learned static ones ("w/o DPWConv").
+    """
+
+    num_classes: int = 19
+    in_channels: int = 3
+    encoder_name: str = "tf_efficientnet_b1"
+    encoder_reductions: list[float] = field(default_factory=lambda: [1.0, 0.25, 0.25, 0.25, 0.25])
+    encoder_padding: str = "dynamic"
+    encoder_drop_rate: float = 0.2
+    encoder_drop_path_rate: float = 0.2
+    encoder_head_channels: Optional[int] = None
+    context_head: str = "v1_0"
+    context_levels: int = 2
+    decoder_kernel_sizes: list[int] = field(default_factory=lambda: [1, 1, 1, 3, 3])
+    decoder_channels: Optional[list[int]] = field(default_factory=lambda: [64, 32, 16, 16, 16])
+    decoder_expand_ratio: float = 2.0
+    decoder_window: str = "input"
+    weight_groups: list[int] = field(default_factory=lambda: [32, 16, 8, 16, 4])
+    unify_level: Optional[int] = None
+    signal_slicing: str = "partition"
+    channel_division: str = "released"
+    patch_grid: Optional[list[int]] = None
+    positional_encoding: bool = True
+    dynamic: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("encoder_reductions", "decoder_kernel_sizes", "decoder_channels", "weight_groups", "patch_grid"):
+            value = getattr(self, name)
+            if isinstance(value, int) and name == "patch_grid":
+                value = [value, value]
+            if isinstance(value, int) and name == "weight_groups":
+                value = [value] * len(self.decoder_kernel_sizes)
+            if value is not None:
+                setattr(self, name, list(value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError with one sentence naming the first inconsistent field."""
+        choices = {
+            "encoder_padding": ("dynamic", "static"),
+            "context_head": ("v1_0", "v0_1"),
+            "decoder_window": ("input", "hidden"),
+            "signal_slicing": ("partition", "prefix"),
+            "channel_division": ("released", "paper"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        levels = len(self.decoder_kernel_sizes)
+        if not 1 <= levels <= 6:
+            raise ValueError(f"decoder_kernel_sizes must have 1 to 6 entries (levels), got {self.decoder_kernel_sizes}")
+        if any(k < 1 or k % 2 == 0 for k in self.decoder_kernel_sizes):
+            raise ValueError(f"decoder_kernel_sizes must be odd and positive, got {self.decoder_kernel_sizes}")
+        if self.decoder_channels is not None and len(self.decoder_channels) < levels - 1:
+            raise ValueError(
+                f"decoder_channels needs {levels - 1} or {levels} entries for {levels} levels, got {self.decoder_channels}"
+            )
+        if self.patch_grid is not None and (len(self.patch_grid) != 2 or min(self.patch_grid) < 1):
+            raise ValueError(f"patch_grid must be None or [rows, cols] >= 1, got {self.patch_grid}")
+        if self.context_levels < 1:
+            raise ValueError(f"context_levels must be >= 1, got {self.context_levels}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "HyperSegConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown HyperSeg config key(s) {unknown}; valid keys are {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **overrides: Any) -> "HyperSegConfig":
+        data = self.to_dict()
+        data.update(overrides)
+        return self.from_dict(data)

@@ -1,0 +1,30 @@
+"""Positional encoding: two coordinate channels prepended to every decoder level's input."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["coordinate_grid", "PositionalEncoding"]
+
+
+def coordinate_grid(height: int, width: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(1, 2, H, W): channel 0 is x in [-1, 1] along the width, channel 1 is y along the height.
+
+    This is the paper's (2j - W + 1) / (W - 1) per axis, in the (x, y) channel order of the
+    authors' code.
+    """
+    ys = torch.linspace(-1.0, 1.0, height, dtype=dtype, device=device)
+    xs = torch.linspace(-1.0, 1.0, width, dtype=dtype, device=device)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_x, grid_y)).unsqueeze(0)
+
+
+class PositionalEncoding(nn.Module):
+    """Prepends :func:`coordinate_grid` to a (B, C, H, W) map, giving (B, C + 2, H, W)."""
+
+    channels = 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        coords = coordinate_grid(h, w, dtype=x.dtype, device=x.device).expand(b, -1, -1, -1)
+        return torch.cat((coords, x), dim=1)
