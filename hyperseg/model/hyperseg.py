@@ -181,13 +181,13 @@ def create_model(
     return model
 
 
-def _create_hyperseg(variant: str, base: dict[str, Any], overrides: dict[str, Any]) -> HyperSeg:
+def _create_hyperseg(variant: str, overrides: dict[str, Any]) -> HyperSeg:
+    cfg = model_cfg(variant)
     try:
-        config = HyperSegConfig.from_dict({**base, **overrides})
+        config = HyperSegConfig.from_dict({**cfg.get("config", {}), **overrides})
     except TypeError as exc:
         raise ValueError(f"invalid option for {variant}: {exc}") from None
     model = HyperSeg(config)
-    cfg = model_cfg(variant)
     if config.num_classes == len(cfg.get("class_names", ())):
         model.meta.update(class_names=list(cfg["class_names"]), palette=[list(c) for c in cfg["palette"]])
     if "mean" in cfg:
@@ -196,10 +196,10 @@ def _create_hyperseg(variant: str, base: dict[str, Any], overrides: dict[str, An
     return model
 
 
-def _cfg(dataset: str, classes: tuple, palette: tuple, input_size: tuple[int, int], **kwargs: Any) -> dict[str, Any]:
+def _cfg(config: dict[str, Any], dataset: str, classes: tuple, palette: tuple, input_size: tuple[int, int]) -> dict[str, Any]:
     return dict(
-        dataset=dataset, class_names=classes, palette=palette, input_size=input_size,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, **kwargs,
+        config=config, dataset=dataset, class_names=classes, palette=palette, input_size=input_size,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD,
     )
 
 
@@ -210,53 +210,52 @@ _M_CITYSCAPES = dict(
     num_classes=19, encoder_name="tf_efficientnet_b1", encoder_reductions=[1.0, 0.25, 0.25, 0.25, 0.25],
     decoder_kernel_sizes=[1, 1, 1, 3, 3], decoder_channels=[64, 32, 16, 16, 16], weight_groups=[32, 16, 8, 16, 4],
 )
-_CAMVID_S = dict(_M_CITYSCAPES, num_classes=12, encoder_reductions=[0.25] * 5, weight_groups=[64, 32, 32, 16, 8])
+_S_CITYSCAPES = dict(
+    _M_CITYSCAPES, encoder_reductions=[1.0, 0.166, 0.2, 0.25, 0.4], decoder_channels=[32, 16, 8, 8, 8], unify_level=4
+)
+_S_CAMVID = dict(_M_CITYSCAPES, num_classes=12, encoder_reductions=[0.25] * 5, weight_groups=[64, 32, 32, 16, 8])
+_L_CAMVID = dict(
+    _S_CAMVID, decoder_kernel_sizes=[1, 1, 1, 3, 3, 3], decoder_channels=[64, 32, 16, 16, 16, 16],
+    weight_groups=[64, 32, 32, 16, 8, 8],
+)
+_L_VOC = dict(
+    num_classes=21, encoder_name="tf_efficientnet_b3", encoder_reductions=[0.25] * 5, encoder_drop_rate=0.3,
+    context_head="v0_1", context_levels=3, decoder_kernel_sizes=[1, 1, 3, 3, 3, 3], decoder_channels=None,
+    decoder_window="hidden", weight_groups=[16] * 6,
+)
 
 
 @register_model()
 def hyperseg(**kwargs: Any) -> HyperSeg:
     """The general builder: every :class:`HyperSegConfig` field is a keyword (defaults: HyperSeg-M)."""
-    return _create_hyperseg("hyperseg", {}, kwargs)
+    return _create_hyperseg("hyperseg", kwargs)
 
 
-@register_model(_cfg("cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, (512, 1024)))
+@register_model(_cfg(_M_CITYSCAPES, "cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, (512, 1024)))
 def hyperseg_m_cityscapes(**kwargs: Any) -> HyperSeg:
     """HyperSeg-M, Cityscapes, 1024x512 (EfficientNet-B1)."""
-    return _create_hyperseg("hyperseg_m_cityscapes", _M_CITYSCAPES, kwargs)
+    return _create_hyperseg("hyperseg_m_cityscapes", kwargs)
 
 
-@register_model(_cfg("cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, (768, 1536)))
+@register_model(_cfg(_S_CITYSCAPES, "cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, (768, 1536)))
 def hyperseg_s_cityscapes(**kwargs: Any) -> HyperSeg:
     """HyperSeg-S, Cityscapes, 1536x768: a shared weight layer for the two finest levels."""
-    base = dict(
-        _M_CITYSCAPES, encoder_reductions=[1.0, 0.166, 0.2, 0.25, 0.4], decoder_channels=[32, 16, 8, 8, 8],
-        unify_level=4,
-    )
-    return _create_hyperseg("hyperseg_s_cityscapes", base, kwargs)
+    return _create_hyperseg("hyperseg_s_cityscapes", kwargs)
 
 
-@register_model(_cfg("camvid", _CAMVID_12, _CAMVID_12_PALETTE, (576, 768)))
+@register_model(_cfg(_S_CAMVID, "camvid", _CAMVID_12, _CAMVID_12_PALETTE, (576, 768)))
 def hyperseg_s_camvid(**kwargs: Any) -> HyperSeg:
     """HyperSeg-S, CamVid, 768x576 (12 outputs: 11 classes + void, as released)."""
-    return _create_hyperseg("hyperseg_s_camvid", _CAMVID_S, kwargs)
+    return _create_hyperseg("hyperseg_s_camvid", kwargs)
 
 
-@register_model(_cfg("camvid", _CAMVID_12, _CAMVID_12_PALETTE, (768, 1024)))
+@register_model(_cfg(_L_CAMVID, "camvid", _CAMVID_12, _CAMVID_12_PALETTE, (768, 1024)))
 def hyperseg_l_camvid(**kwargs: Any) -> HyperSeg:
     """HyperSeg-L, CamVid, 1024x768: a sixth, full-resolution decoder level."""
-    base = dict(
-        _CAMVID_S, decoder_kernel_sizes=[1, 1, 1, 3, 3, 3], decoder_channels=[64, 32, 16, 16, 16, 16],
-        weight_groups=[64, 32, 32, 16, 8, 8],
-    )
-    return _create_hyperseg("hyperseg_l_camvid", base, kwargs)
+    return _create_hyperseg("hyperseg_l_camvid", kwargs)
 
 
-@register_model(_cfg("voc", VOC_CLASSES, VOC_PALETTE, (512, 512)))
+@register_model(_cfg(_L_VOC, "voc", VOC_CLASSES, VOC_PALETTE, (512, 512)))
 def hyperseg_l_voc(**kwargs: Any) -> HyperSeg:
     """HyperSeg-L, PASCAL VOC, 512x512 (EfficientNet-B3, the authors' v0_1 template)."""
-    base = dict(
-        num_classes=21, encoder_name="tf_efficientnet_b3", encoder_reductions=[0.25] * 5, encoder_drop_rate=0.3,
-        context_head="v0_1", context_levels=3, decoder_kernel_sizes=[1, 1, 3, 3, 3, 3], decoder_channels=None,
-        decoder_window="hidden", weight_groups=[16] * 6,
-    )
-    return _create_hyperseg("hyperseg_l_voc", base, kwargs)
+    return _create_hyperseg("hyperseg_l_voc", kwargs)

@@ -11,12 +11,13 @@ def coordinate_grid(height: int, width: int, *, dtype: torch.dtype, device: torc
     """(1, 2, H, W): channel 0 is x in [-1, 1] along the width, channel 1 is y along the height.
 
     This is the paper's (2j - W + 1) / (W - 1) per axis, in the (x, y) channel order of the
-    authors' code.
+    authors' code. The grid is computed in float32 and then cast, because the authors' models
+    hold float32 coordinates even when run in float64; matching them there needs the same values.
     """
-    ys = torch.linspace(-1.0, 1.0, height, dtype=dtype, device=device)
-    xs = torch.linspace(-1.0, 1.0, width, dtype=dtype, device=device)
+    ys = torch.linspace(-1.0, 1.0, height, dtype=torch.float32, device=device)
+    xs = torch.linspace(-1.0, 1.0, width, dtype=torch.float32, device=device)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack((grid_x, grid_y)).unsqueeze(0)
+    return torch.stack((grid_x, grid_y)).unsqueeze(0).to(dtype)
 
 
 class PositionalEncoding(nn.Module):
