@@ -1,0 +1,109 @@
+"""Our checkpoint format: weights plus everything needed to rebuild and use the model.
+
+A file holds ``{"format": "hyperseg", "version": 1, "config": {...}, "state_dict": {...},
+"meta": {...}}`` with only tensors and plain data, so it loads with
+``torch.load(weights_only=True)``. ``meta`` carries class names, palette, normalisation and
+anything else worth keeping (val mIoU, recipe, training time).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from .model.config import HyperSegConfig
+from .model.hyperseg import HyperSeg
+
+__all__ = ["save_model", "load_model", "atomic_save", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "hyperseg"
+_VERSION = 1
+_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def atomic_save(obj: Any, path: Union[str, Path]) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a crash leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively: the checkpoint holds plain data only."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def save_model(model: HyperSeg, path: Union[str, Path], *, meta: Optional[dict[str, Any]] = None, half: bool = False) -> Path:
+    """Write ``model`` (config, weights, ``model.meta`` updated with ``meta``) to ``path`` atomically.
+
+    ``half=True`` stores floating-point tensors as float16 (load_model restores float32).
+    """
+    if not isinstance(model, HyperSeg):
+        raise TypeError(f"save_model expects a HyperSeg model, got {type(model).__name__}")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": _VERSION,
+        "config": _plain(model.config.to_dict()),
+        "state_dict": state,
+        "meta": _plain({**model.meta, **(meta or {})}),
+    }
+    return atomic_save(payload, path)
+
+
+def builtin_weights() -> dict[str, Path]:
+    """Names of the weights shipped inside the package, and their files."""
+    if not _WEIGHTS_DIR.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(_WEIGHTS_DIR.glob("*.pt"))}
+
+
+def load_model(source: Union[str, Path], *, map_location: Union[str, torch.device] = "cpu") -> HyperSeg:
+    """Rebuild a model from one of our checkpoints, or from a built-in weights name.
+
+    Returns the model in eval mode, with ``model.meta`` restored.
+    """
+    shipped = builtin_weights()
+    path = shipped[str(source)] if str(source) in shipped else Path(source).expanduser()
+    if not path.is_file():
+        hint = f"; built-in weights: {sorted(shipped)}" if shipped else ""
+        raise FileNotFoundError(f"no checkpoint file {str(source)!r}{hint}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"cannot read {path} as a hyperseg checkpoint: {str(exc).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        if isinstance(ckpt, dict) and "arch" in ckpt and "state_dict" in ckpt:
+            raise ValueError(f"{path} is an authors' checkpoint; load it with hyperseg.from_official() or `hyperseg convert`")
+        raise ValueError(f"{path} is not a hyperseg checkpoint (no format tag); expected a file written by save_model")
+    if ckpt.get("version", 0) > _VERSION:
+        raise ValueError(f"{path} has checkpoint version {ckpt['version']}; this hyperseg reads up to {_VERSION}")
+    config = HyperSegConfig.from_dict(ckpt["config"])
+    model = HyperSeg(config)
+    state = {k: v.float() if v.dtype == torch.float16 else v for k, v in ckpt["state_dict"].items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit the stored config: {str(exc).splitlines()[0]}") from None
+    model.meta = dict(ckpt.get("meta", {}))
+    return model.eval()
