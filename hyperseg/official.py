@@ -253,13 +253,15 @@ def from_official(
             f"{source} does not fit the configuration it names: "
             f"{len(missing)} tensors missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
         )
+    last = len(model.decoder.levels) - 1
+    for key in (f"decoder.levels.{last}.bn3.weight", f"decoder.levels.{last}.bn.weight"):
+        if key in converted and converted[key].numel() != cfg.num_classes:
+            raise OfficialCheckpointError(
+                f"{source}: class-count mismatch: the checkpoint outputs {converted[key].numel()} classes, "
+                f"the configuration expects {cfg.num_classes}"
+            )
     for key, value in converted.items():
         if value.shape != ref[key].shape:
-            if key.startswith("decoder.levels.") and key.endswith(("bn.weight", "bn3.weight")):
-                raise OfficialCheckpointError(
-                    f"{source}: class-count mismatch: the checkpoint outputs {value.shape[0]} classes, "
-                    f"the configuration expects {cfg.num_classes}"
-                )
             raise OfficialCheckpointError(
                 f"{source}: tensor {key} has shape {tuple(value.shape)}, the configuration expects {tuple(ref[key].shape)}"
             )

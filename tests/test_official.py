@@ -1,0 +1,115 @@
+"""The authors' checkpoints load unchanged and reproduce the authors' float64 outputs."""
+import pytest
+import torch
+
+import hyperseg
+from hyperseg.cli import main as cli_main
+from hyperseg.official import OfficialCheckpointError, config_from_arch, from_official
+
+CONFIGS = [
+    "camvid_efficientnet_b1_hyperseg-l",
+    "camvid_efficientnet_b1_hyperseg-s",
+    "cityscapes_efficientnet_b1_hyperseg-m",
+    "cityscapes_efficientnet_b1_hyperseg-s",
+    "vocsbd_efficientnet_b3_hyperseg-l",
+]
+PAPER_PARAMS = {
+    "hyperseg_m_cityscapes": 10_311_214,
+    "hyperseg_s_cityscapes": 10_041_398,
+    "hyperseg_s_camvid": 9_949_064,
+    "hyperseg_l_camvid": 9_969_104,
+    "hyperseg_l_voc": 39_680_458,
+}
+
+
+def _rel_err(y, ref):
+    return ((y - ref).abs().max() / ref.abs().max()).item()
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_reproduces_authors_output(fill, config):
+    model = from_official(fill.reference_checkpoint(config)).double()
+    io = fill.reference_io(config)
+    assert not model.training
+    with torch.no_grad():
+        y = model(io["x"])
+        fused = hyperseg.fuse_bn(model)(io["x"])
+    assert y.shape == io["y"].shape
+    assert _rel_err(y, io["y"]) <= 1e-6
+    assert _rel_err(fused, io["y"]) <= 1e-6
+
+
+@pytest.mark.parametrize("name,count", sorted(PAPER_PARAMS.items()))
+def test_parameter_counts_equal_authors(name, count):
+    assert sum(p.numel() for p in hyperseg.create_model(name).parameters()) == count
+
+
+def test_official_arch_maps_to_registered_variant(fill):
+    for config, variant in zip(CONFIGS, ["hyperseg_l_camvid", "hyperseg_s_camvid", "hyperseg_m_cityscapes",
+                                         "hyperseg_s_cityscapes", "hyperseg_l_voc"]):
+        arch = fill.reference_checkpoint(config)["arch"]
+        cfg = config_from_arch(arch)
+        assert cfg.encoder_padding == "static"
+        expected = "prefix" if "hyperseg_v1_0.hyperseg" in arch else "partition"
+        assert cfg.signal_slicing == expected
+        ref = hyperseg.create_model(variant).config
+        assert (cfg.decoder_kernel_sizes, cfg.weight_groups, cfg.encoder_reductions) == (
+            ref.decoder_kernel_sizes, ref.weight_groups, ref.encoder_reductions)
+
+
+def test_file_with_module_prefix_and_cli_convert(fill, tmp_path):
+    config = "cityscapes_efficientnet_b1_hyperseg-m"
+    ckpt = fill.reference_checkpoint(config)
+    ckpt = {"state_dict": {"module." + k: v for k, v in ckpt["state_dict"].items()}, "arch": ckpt["arch"],
+            "epoch": 3, "best_iou": 0.5}
+    torch.save(ckpt, tmp_path / "official.pth")
+    assert cli_main(["convert", str(tmp_path / "official.pth"), str(tmp_path / "ours.pt")]) == 0
+    model = hyperseg.load_model(tmp_path / "ours.pt").double()
+    io = fill.reference_io(config)
+    with torch.no_grad():
+        assert _rel_err(model(io["x"]), io["y"]) <= 1e-6
+    assert model.meta["class_names"][0] == "road"
+
+
+def test_bare_state_dict_with_config_name_and_inferred(fill):
+    config = "camvid_efficientnet_b1_hyperseg-s"
+    state = fill.reference_checkpoint(config)["state_dict"]
+    io = fill.reference_io(config)
+    for model in (from_official(state, config="hyperseg_s_camvid"), from_official(state)):
+        with torch.no_grad():
+            assert _rel_err(model.double()(io["x"]), io["y"]) <= 1e-6
+
+
+def test_arch_is_never_evaluated(fill):
+    ckpt = fill.reference_checkpoint("cityscapes_efficientnet_b1_hyperseg-m")
+    ckpt["arch"] = "hyperseg.models.hyperseg_v1_0.hyperseg_efficientnet(__import__('os').system('exit 3'))"
+    with pytest.raises(OfficialCheckpointError, match="non-literal"):
+        from_official(ckpt)
+
+
+@pytest.mark.parametrize("arch,match", [
+    ("os.system('ls')", "not one of the released"),
+    ("hyperseg.models.hyperseg_v1_0.hyperseg_efficientnet('resnet-50', levels=2)", "EfficientNet"),
+    ("not python at all (", "not a Python call"),
+])
+def test_bad_arch_strings(arch, match):
+    with pytest.raises(OfficialCheckpointError, match=match):
+        config_from_arch(arch)
+
+
+def test_keys_that_fit_no_configuration(fill):
+    ckpt = fill.reference_checkpoint("cityscapes_efficientnet_b1_hyperseg-m")
+    ckpt["state_dict"]["decoder.extra_head.weight"] = torch.zeros(3)
+    with pytest.raises(OfficialCheckpointError, match="fits no released"):
+        from_official(ckpt)
+    state = fill.reference_checkpoint("cityscapes_efficientnet_b1_hyperseg-m")["state_dict"]
+    state.pop("backbone._conv_head.weight")
+    with pytest.raises(OfficialCheckpointError, match="fit none of the paper configurations"):
+        from_official(state)
+
+
+def test_class_count_mismatch(fill):
+    ckpt = fill.reference_checkpoint("cityscapes_efficientnet_b1_hyperseg-m")
+    ckpt["arch"] = ckpt["arch"].replace("num_classes=19", "num_classes=12")
+    with pytest.raises(OfficialCheckpointError, match="class-count mismatch.*19 classes.*expects 12"):
+        from_official(ckpt)
