@@ -17,7 +17,7 @@ import torch
 from .model.config import HyperSegConfig
 from .model.hyperseg import HyperSeg
 
-__all__ = ["save_model", "load_model", "atomic_save", "CHECKPOINT_FORMAT"]
+__all__ = ["save_model", "load_model", "atomic_save", "atomic_write_text", "builtin_weights", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "hyperseg"
 _VERSION = 1
@@ -39,6 +39,16 @@ def atomic_save(obj: Any, path: Union[str, Path]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_write_text(path: Union[str, Path], text: str) -> Path:
+    """Write text to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
     return path
 
 

@@ -1,0 +1,57 @@
+"""Evaluation over a dataset: confusion matrix -> mIoU, per-class IoU, accuracies."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from ..data.transforms import EvalTransform
+from .inference import predict_logits
+from .metrics import ConfusionMatrix
+
+__all__ = ["evaluate"]
+
+
+class _Eval:
+    def __init__(self, dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return self.transform(*self.dataset.load(i))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, *, mean: Sequence[float], std: Sequence[float], device: torch.device,
+             batch_size: int = 1, workers: int = 0, flip: bool = False, scales: Sequence[float] = (1.0,),
+             window: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
+             progress: bool = False, amp_dtype: Optional[torch.dtype] = None) -> dict:
+    """Evaluate on every image of ``dataset`` at its native size; shards across DDP processes."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    indices = list(range(rank, len(dataset), world))
+    data = Subset(_Eval(dataset, EvalTransform(mean, std)), indices)
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, shuffle=False)
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(dataset.num_classes)
+    for image, label in tqdm(loader, desc="eval", disable=not progress or rank != 0, leave=False):
+        image = image.to(device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = predict_logits(model, image, flip=flip, scales=scales, window=window, stride=stride)
+        if logits.shape[1] > dataset.num_classes:  # e.g. the authors' CamVid models add a void output
+            logits = logits[:, : dataset.num_classes]
+        if logits.shape[-2:] != label.shape[-2:]:
+            logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+        cm.update(logits.argmax(1).cpu(), label)
+    cm.all_reduce()
+    model.train(was_training)
+    result = cm.compute(dataset.classes)
+    result["confusion_matrix"] = cm.matrix.tolist()
+    return result

@@ -1,0 +1,59 @@
+"""Inference helpers: test-time augmentation and sliding windows, all returning logits at input size."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["predict_logits"]
+
+
+def _sliding(model: nn.Module, x: Tensor, window: Sequence[int], stride: Sequence[int], num_classes: int) -> Tensor:
+    """Average the logits of overlapping windows (for images larger than the model should see at once)."""
+    b, _, h, w = x.shape
+    wh, ww = min(window[0], h), min(window[1], w)
+    sh, sw = stride
+    out = x.new_zeros(b, num_classes, h, w)
+    count = x.new_zeros(1, 1, h, w)
+    tops = list(range(0, max(h - wh, 0) + 1, sh))
+    lefts = list(range(0, max(w - ww, 0) + 1, sw))
+    if tops[-1] + wh < h:
+        tops.append(h - wh)
+    if lefts[-1] + ww < w:
+        lefts.append(w - ww)
+    for top in tops:
+        for left in lefts:
+            out[..., top : top + wh, left : left + ww] += model(x[..., top : top + wh, left : left + ww])
+            count[..., top : top + wh, left : left + ww] += 1
+    return out / count
+
+
+def predict_logits(model: nn.Module, x: Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,),
+                   window: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None) -> Tensor:
+    """Logits (B, C, H, W) for a normalised batch, averaged over scales and optional flips.
+
+    ``window``/``stride`` (H, W) switch on sliding-window inference at every scale.
+    """
+    h, w = x.shape[-2:]
+    num_classes = model.num_classes if hasattr(model, "num_classes") else model.module.num_classes
+    total: Optional[Tensor] = None
+    runs = 0
+    for s in scales:
+        xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+        inputs = [xs, xs.flip(-1)] if flip else [xs]
+        for i, inp in enumerate(inputs):
+            if window is not None:
+                logits = _sliding(model, inp, window, stride or [max(1, v * 2 // 3) for v in window], num_classes)
+            else:
+                logits = model(inp)
+            if i == 1:
+                logits = logits.flip(-1)
+            if logits.shape[-2:] != (h, w):
+                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            logits = logits.float().softmax(1) if len(scales) > 1 or flip else logits.float()
+            total = logits if total is None else total + logits
+            runs += 1
+    assert total is not None
+    return total / runs
