@@ -78,7 +78,7 @@ class SegmentationDataset(Dataset):
                     f"{label_path}: label values {values} are >= num_classes ({self.num_classes}) and not "
                     f"{IGNORE_INDEX} (ignore)"
                 )
-        return torch.from_numpy(image).permute(2, 0, 1).contiguous(), torch.from_numpy(label)
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous(), torch.from_numpy(np.array(label))
 
     def __len__(self) -> int:
         return len(self.samples)
