@@ -37,7 +37,8 @@ def evaluate(model: nn.Module, dataset, *, mean: Sequence[float], std: Sequence[
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     indices = list(range(rank, len(dataset), world))
     data = Subset(_Eval(dataset, EvalTransform(mean, std)), indices)
-    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, shuffle=False)
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, shuffle=False,
+                        generator=torch.Generator())  # leaves the global RNG (training dropout) untouched
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(dataset.num_classes)

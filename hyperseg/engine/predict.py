@@ -82,7 +82,7 @@ class Predictor:
             image = np.asarray(image.convert("RGB"))
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
             raise ValueError("expected an RGB uint8 image of shape (H, W, 3)")
-        x = normalize(torch.from_numpy(image).permute(2, 0, 1), self.mean, self.std).unsqueeze(0).to(self.device)
+        x = normalize(torch.from_numpy(np.array(image)).permute(2, 0, 1), self.mean, self.std).unsqueeze(0).to(self.device)
         logits = predict_logits(self.model, x, flip=self.flip, scales=self.scales, window=self.window)
         return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 

@@ -179,6 +179,9 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         elapsed = float(ckpt["meta"].get("train_seconds", 0.0))
         _set_rng_state(state["rng"])
     model.to(device)
+    if cfg.train.sync_bn and distributed and device.type != "cuda":
+        raise ValueError("train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
+                         "on CPU each process keeps its own BatchNorm statistics")
     if distributed and cfg.train.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net: nn.Module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
@@ -188,6 +191,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
 
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob(".*.tmp"):  # half-written files of a run that was killed mid-save
+            stale.unlink()
         tmp = out_dir / ".config.yaml.tmp"
         tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         os.replace(tmp, out_dir / "config.yaml")
@@ -198,8 +203,11 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                                rotation=cfg.data.rotation, pad_only=cfg.data.pad_only)
     sampler = StepSampler(len(train_set), batch_size=cfg.data.batch_size, accum_steps=cfg.optim.accum_steps,
                           seed=cfg.train.seed, start_step=start, max_steps=max_iters, rank=rank, world_size=world)
+    # Its own generator: creating the loader must not consume the global RNG that dropout uses,
+    # or a resumed run would draw different dropout masks from an uninterrupted one.
     loader = DataLoader(KeyedDataset(train_set, transform, cfg.train.seed), batch_sampler=sampler,
-                        num_workers=cfg.data.workers, persistent_workers=False, pin_memory=device.type == "cuda")
+                        num_workers=cfg.data.workers, persistent_workers=False, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.train.seed))
 
     def save(step: int, metrics: Optional[dict] = None) -> None:
         nonlocal best
@@ -258,7 +266,11 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         bar.update(1)
         if step % cfg.train.log_interval == 0 or step == max_iters:
             rate = seen_n / max(time.time() - seen_t, 1e-9)
-            values = {"loss": float(sum(running)), "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate}
+            step_loss = torch.tensor(float(sum(running)))
+            if distributed:  # log the global batch's loss, not one shard's
+                dist.all_reduce(step_loss)
+                step_loss /= world
+            values = {"loss": step_loss.item(), "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate}
             bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}", img_s=f"{rate:.1f}")
             logger.log(step, "train", values)
             seen_t, seen_n = time.time(), 0

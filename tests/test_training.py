@@ -1,0 +1,161 @@
+"""End-to-end training: kill -9 + --resume equals an uninterrupted run; 2-process gloo DDP; CLI."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import hyperseg
+from hyperseg.cli import main as cli_main
+
+TINY = [
+    "model.name=hyperseg", "model.options.encoder_name=tf_efficientnet_lite0",
+    "model.options.weight_groups=[16,16,8,8,4]", "data.dataset=camvid", "data.crop_size=[64,96]",
+    "data.batch_size=2", "data.workers=0", "data.val_split=val", "optim.lr=0.001", "train.log_interval=1",
+    "train.tensorboard=false", "train.progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_camvid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("camvid")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2)):
+        (root / split).mkdir()
+        (root / f"{split}annot").mkdir()
+        for i in range(n):
+            label = rng.integers(0, 12, size=(4, 6)).repeat(16, 0).repeat(16, 1).astype(np.uint8)
+            image = np.stack([label * 20, 255 - label * 20, (label * 7) % 255], -1).astype(np.uint8)
+            image = np.clip(image + rng.integers(0, 20, image.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(root / split / f"{i:03d}.png")
+            Image.fromarray(label).save(root / f"{split}annot" / f"{i:03d}.png")
+    return root
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _train_cmd(root, out, *extra):
+    return [sys.executable, "-m", "hyperseg", "train", *TINY, f"data.root={root}", f"train.out_dir={out}", *extra]
+
+
+def _read_steps(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_kill_9_then_resume_matches_uninterrupted(tiny_camvid, tmp_path):
+    common = ["optim.max_iters=8", "train.ckpt_interval=1", "train.val_interval=100"]
+    ref = subprocess.run(_train_cmd(tiny_camvid, tmp_path / "ref", *common), env=_env(), capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    proc = subprocess.Popen(_train_cmd(tiny_camvid, tmp_path / "cut", *common), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "cut" / "last.pt"
+    killed_at = None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file():
+            step = torch.load(last, weights_only=True)["train_state"]["step"]
+            if step >= 3:
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_at = step
+                break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_at is not None and killed_at < 8, "the run was not killed mid-training"
+    cmd = _train_cmd(tiny_camvid, tmp_path / "cut", *common)
+    resumed = subprocess.run(cmd[:4] + ["--resume"] + cmd[4:], env=_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    a = torch.load(tmp_path / "ref" / "last.pt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert a["train_state"]["step"] == b["train_state"]["step"] == 8
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert not list((tmp_path / "cut").glob(".*.tmp"))
+
+
+def test_two_process_gloo_matches_single_process(tiny_camvid, tmp_path):
+    common = ["optim.max_iters=4", "train.val_interval=4", "model.options.encoder_drop_rate=0",
+              "model.options.encoder_drop_path_rate=0"]
+    single = subprocess.run(_train_cmd(tiny_camvid, tmp_path / "one", *common, "data.batch_size=2"),
+                            env=_env(), capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hyperseg",
+         "train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={tmp_path / 'two'}", *common,
+         "data.batch_size=1"],
+        env=_env(), capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = [r["loss"] for r in _read_steps(tmp_path / "one" / "metrics.jsonl") if r["kind"] == "train"]
+    two = [r["loss"] for r in _read_steps(tmp_path / "two" / "metrics.jsonl") if r["kind"] == "train"]
+    assert len(one) == len(two) == 4
+    # The logged loss is averaged over ranks, so it is the global batch's loss; what differs is
+    # BatchNorm, which normalises over 1 image per process instead of 2 (no SyncBN on CPU).
+    np.testing.assert_allclose(two, one, rtol=0.1)
+    val_one = [r for r in _read_steps(tmp_path / "one" / "metrics.jsonl") if r["kind"] == "val"][-1]
+    val_two = [r for r in _read_steps(tmp_path / "two" / "metrics.jsonl") if r["kind"] == "val"][-1]
+    assert val_two["pixels"] == val_one["pixels"]  # the confusion matrix is all-reduced over both shards
+
+
+def test_cli_eval_predict_and_class_mismatch(tiny_camvid, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli_main(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={out}", "optim.max_iters=2",
+                     "train.val_interval=2"]) == 0
+    metrics = tmp_path / "m.json"
+    assert cli_main(["eval", str(out / "best.pt"), "--data", str(tiny_camvid), "--split", "val",
+                     "--out", str(metrics), "--workers", "0"]) == 0
+    data = json.loads(metrics.read_text())
+    assert set(data["per_class_iou"]) == set(hyperseg.load_model(out / "best.pt").meta["class_names"])
+    assert 0 <= data["miou"] <= 1 and 0 <= data["pixel_acc"] <= 1
+    logged = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in l][-1]
+    assert data["miou"] == pytest.approx(logged["miou"], abs=1e-6)
+
+    pred = tmp_path / "pred"
+    assert cli_main(["predict", str(tiny_camvid / "val"), "--model", str(out / "best.pt"), "--out", str(pred)]) == 0
+    label = Image.open(pred / "000.png")
+    assert label.mode == "P" and label.size == (96, 64)
+    assert np.asarray(label).max() < 11
+    assert (pred / "000_overlay.jpg").is_file() and (pred / "001.png").is_file()
+    assert cli_main(["predict", str(tiny_camvid / "val" / "*.png"), "--model", str(out / "best.pt"),
+                     "--out", str(tmp_path / "glob")]) == 0
+    assert len(list((tmp_path / "glob").glob("*.png"))) == 2
+
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=5,
+                                  weight_groups=[16, 16, 8, 8, 4])
+    hyperseg.save_model(model, tmp_path / "five.pt")
+    capsys.readouterr()
+    assert cli_main(["eval", str(tmp_path / "five.pt"), "--data", str(tiny_camvid), "--workers", "0"]) == 2
+    assert "predicts 5 classes but the dataset has 11" in capsys.readouterr().err
+    assert cli_main(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={tmp_path / 'ft'}",
+                     f"model.name={tmp_path / 'five.pt'}", "optim.max_iters=1"]) == 2
+    assert "trained for 5 classes" in capsys.readouterr().err
+
+
+def test_cli_bad_inputs(tmp_path, capsys):
+    assert cli_main(["train", "optim.lerning_rate=1"]) == 2
+    assert "optim.lerning_rate" in capsys.readouterr().err
+    assert cli_main(["predict", str(tmp_path / "nope.png")]) == 2
+    assert "nope.png: file not found" in capsys.readouterr().err
+    Image.new("RGB", (64, 48)).save(tmp_path / "ok.png")
+    assert cli_main(["predict", str(tmp_path / "ok.png"), "--model", "missing.pt"]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4])
+    hyperseg.save_model(model, tmp_path / "m.pt")
+    assert cli_main(["predict", str(tmp_path / "empty"), "--model", str(tmp_path / "m.pt")]) == 2
+    assert "holds no images" in capsys.readouterr().err
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
+    assert cli_main(["predict", str(tmp_path / "bad.png"), "--model", str(tmp_path / "m.pt"),
+                     "--out", str(tmp_path / "o")]) == 2
+    assert "bad.png: cannot read the image" in capsys.readouterr().err
