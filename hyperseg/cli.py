@@ -198,7 +198,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, KeyError, ImportError, FloatingPointError) as exc:
+    except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError, ImportError,
+            FloatingPointError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"hyperseg {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -1,4 +1,6 @@
 """Losses, metrics, transforms, the sample stream and configs, against independent oracles."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -144,3 +146,20 @@ def test_tta_flip_and_sliding_window():
         torch.testing.assert_close(predict_logits(pointwise, x, window=[8, 12], stride=[5, 7]), pointwise(x))
         multi = predict_logits(pointwise, x, scales=[1.0, 0.5])
         assert multi.shape == (1, 4, 20, 30)
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))
+def test_recipes_load_and_build(recipe):
+    import hyperseg
+    from hyperseg.data.transforms import TrainTransform
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / recipe)
+    if cfg.model.name != "hyperseg":
+        assert cfg.model.name in hyperseg.list_models()
+    tf = TrainTransform(mean=[0.5] * 3, std=[0.5] * 3, crop_size=cfg.data.crop_size, scale_range=cfg.data.scale_range,
+                        scale_prob=cfg.data.scale_prob, hflip=cfg.data.hflip, color_jitter=cfg.data.color_jitter,
+                        rotation=cfg.data.rotation, pad_only=cfg.data.pad_only)
+    img, lbl = tf(torch.zeros(3, 100, 140, dtype=torch.uint8), torch.zeros(100, 140, dtype=torch.long),
+                  sample_generator(0, 0))
+    if cfg.data.crop_size and not cfg.data.pad_only:
+        assert tuple(img.shape[-2:]) == tuple(cfg.data.crop_size) == tuple(lbl.shape)

@@ -139,6 +139,11 @@ def test_cli_eval_predict_and_class_mismatch(tiny_camvid, tmp_path, capsys):
     assert cli_main(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={tmp_path / 'ft'}",
                      f"model.name={tmp_path / 'five.pt'}", "optim.max_iters=1"]) == 2
     assert "trained for 5 classes" in capsys.readouterr().err
+    # a finished run is never overwritten by a fresh start
+    before = (out / "best.pt").read_bytes()
+    assert cli_main(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={out}", "optim.max_iters=2"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "best.pt").read_bytes() == before
 
 
 def test_cli_bad_inputs(tmp_path, capsys):

@@ -32,9 +32,23 @@ DATASETS: dict[str, Callable[..., SegmentationDataset]] = {
 
 def build_dataset(name: str, root: Union[str, Path], split: str, *, classes_file: Optional[str] = None,
                   transform: Optional[Callable] = None) -> SegmentationDataset:
-    """A dataset by name; ``classes_file`` is the class list of a ``folder`` dataset."""
+    """A dataset by name; ``classes_file`` is the class list of a ``folder`` dataset.
+
+    ``split`` may join several splits with ``+`` (``"train+val"``, as the authors train CamVid).
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
-    if name == "folder":
-        return DATASETS[name](root, split, classes_file=classes_file, transform=transform)
-    return DATASETS[name](root, split, transform=transform)
+    parts = [s for s in split.split("+") if s] if split else [split]
+    sets = []
+    for part in parts:
+        if name == "folder":
+            sets.append(DATASETS[name](root, part, classes_file=classes_file, transform=transform))
+        else:
+            sets.append(DATASETS[name](root, part, transform=transform))
+    if len(sets) == 1:
+        return sets[0]
+    joined = sets[0]
+    for other in sets[1:]:
+        joined.samples = joined.samples + other.samples
+    joined.split = split
+    return joined

@@ -41,6 +41,7 @@ class DataSection:
     color_jitter: float = 0.0
     rotation: float = 0.0
     pad_only: bool = False
+    val_resize: Optional[list[int]] = None  # [H, W] the model sees at validation; logits go back to label size
     batch_size: int = 8
     val_batch_size: int = 1
     workers: int = 2

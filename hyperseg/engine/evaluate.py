@@ -32,8 +32,13 @@ class _Eval:
 def evaluate(model: nn.Module, dataset, *, mean: Sequence[float], std: Sequence[float], device: torch.device,
              batch_size: int = 1, workers: int = 0, flip: bool = False, scales: Sequence[float] = (1.0,),
              window: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
-             progress: bool = False, amp_dtype: Optional[torch.dtype] = None) -> dict:
-    """Evaluate on every image of ``dataset`` at its native size; shards across DDP processes."""
+             progress: bool = False, amp_dtype: Optional[torch.dtype] = None,
+             resize: Optional[Sequence[int]] = None) -> dict:
+    """Evaluate on every image of ``dataset``; shards across DDP processes.
+
+    The model sees each image at its native size, or resized to ``resize`` = (H, W) (the authors'
+    Cityscapes protocol); logits are bilinearly resized to the label's size before the argmax.
+    """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     indices = list(range(rank, len(dataset), world))
     data = Subset(_Eval(dataset, EvalTransform(mean, std)), indices)
@@ -44,6 +49,8 @@ def evaluate(model: nn.Module, dataset, *, mean: Sequence[float], std: Sequence[
     cm = ConfusionMatrix(dataset.num_classes)
     for image, label in tqdm(loader, desc="eval", disable=not progress or rank != 0, leave=False):
         image = image.to(device)
+        if resize is not None:
+            image = F.interpolate(image, size=tuple(resize), mode="bilinear", align_corners=False)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = predict_logits(model, image, flip=flip, scales=scales, window=window, stride=stride)
         if logits.shape[1] > dataset.num_classes:  # e.g. the authors' CamVid models add a void output

@@ -167,6 +167,9 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / max_iters) ** power)
     start, best, elapsed = 0, -1.0, 0.0
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if not resume and (last_path.exists() or best_path.exists()):
+        raise FileExistsError(f"{out_dir} already holds a run (last.pt/best.pt); continue it with --resume, "
+                              f"or choose another train.out_dir")
     if resume:
         if not last_path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {last_path}")
@@ -186,6 +189,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net: nn.Module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if distributed else model
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = build_loss(cfg.loss.name, class_weights=cfg.loss.class_weights, k=cfg.loss.k,
                            threshold=cfg.loss.threshold).to(device)
 
@@ -228,7 +232,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         if val_set is None:
             return None
         metrics = evaluate(model, val_set, mean=mean, std=std, device=device, batch_size=cfg.data.val_batch_size,
-                           amp_dtype=amp_dtype, progress=cfg.train.progress and main)
+                           amp_dtype=amp_dtype, progress=cfg.train.progress and main, resize=cfg.data.val_resize)
         metrics.pop("confusion_matrix")
         logger.log(step, "val", metrics)
         if main:
@@ -252,14 +256,15 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             loss = criterion(logits.float(), labels) / cfg.optim.accum_steps
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower optim.lr or check the data")
-            loss.backward()
+            scaler.scale(loss).backward()
         running.append(loss.item())
         seen_n += images.shape[0] * world
         micro += 1
         if micro < cfg.optim.accum_steps:
             continue
         micro = 0
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         step += 1
