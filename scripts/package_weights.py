@@ -1,0 +1,62 @@
+"""Ship a trained checkpoint inside the package as built-in weights (float16, with metadata).
+
+    python scripts/package_weights.py runs/camvid_cpu/best.pt --name camvid \
+        --command "hyperseg train --config configs/camvid_cpu.yaml"
+
+It evaluates the checkpoint on the validation split first and stores that mIoU, so the number
+in the metadata is the one `hyperseg eval` reproduces from the shipped float16 weights.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+import hyperseg
+from hyperseg.checkpoint import load_model, save_model
+from hyperseg.data import build_dataset
+from hyperseg.engine.evaluate import evaluate
+
+WEIGHTS = Path(hyperseg.__file__).resolve().parent / "weights"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--name", default="camvid")
+    parser.add_argument("--command", default="", help="the command that reproduces the training")
+    parser.add_argument("--max-mb", type=float, default=25.0)
+    args = parser.parse_args()
+
+    model = load_model(args.checkpoint)
+    recipe = model.meta.get("recipe", {})
+    data = recipe.get("data", {})
+    out = WEIGHTS / f"{args.name}.pt"
+    # Round-trip through float16 first, so the reported mIoU is that of the shipped weights.
+    tmp = save_model(model, out.with_suffix(".tmp.pt"), half=True)
+    shipped = load_model(tmp)
+    dataset = build_dataset(data.get("dataset", "camvid"), data.get("root", "../shared/data/camvid"),
+                            data.get("val_split", "val"))
+    metrics = evaluate(shipped, dataset, mean=shipped.meta["mean"], std=shipped.meta["std"],
+                       device=torch.device("cpu"), progress=True)
+    meta = {
+        "name": args.name,
+        "val_miou": metrics["miou"],
+        "val_per_class_iou": metrics["per_class_iou"],
+        "val_pixel_acc": metrics["pixel_acc"],
+        "val_split": f"{data.get('dataset', 'camvid')}:{data.get('val_split', 'val')}",
+        "train_hours": round(float(model.meta.get("train_seconds", 0.0)) / 3600, 3),
+        "train_steps": model.meta.get("step"),
+        "command": args.command,
+    }
+    save_model(shipped, out, meta=meta, half=True)
+    tmp.unlink()
+    size = out.stat().st_size / 2**20
+    print(f"wrote {out} ({size:.1f} MB), val mIoU {metrics['miou'] * 100:.2f}")
+    if size > args.max_mb:
+        raise SystemExit(f"{out} is {size:.1f} MB, over the {args.max_mb} MB limit")
+
+
+if __name__ == "__main__":
+    main()
