@@ -7,8 +7,8 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from ..classes import default_palette
-from .base import IGNORE_INDEX, SegmentationDataset
-from .io import IMAGE_EXTENSIONS, DataError
+from .base import IGNORE_INDEX, SegmentationDataset, list_images
+from .io import DataError
 
 __all__ = ["ADE20K", "ADE20K_CLASSES", "ADE20K_PALETTE"]
 
@@ -42,11 +42,7 @@ class ADE20K(SegmentationDataset):
                 f"{label_dir}: ADE20K annotation folder not found "
                 f"(expected {self.root}/annotations/{{training,validation}}/)"
             )
-        for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
-            label = label_dir / (image.stem + ".png")
-            if not label.is_file():
-                raise DataError(f"{label}: annotation for {image.name} not found")
-            self.samples.append((image, label))
+        self._add_pairs(list_images(image_dir), lambda image: label_dir / (image.stem + ".png"), "annotation")
         self._require_samples(image_dir)
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:

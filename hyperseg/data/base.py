@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import DataError, read_image, read_label
+from .io import IMAGE_EXTENSIONS, DataError, read_image, read_label
 
-__all__ = ["SegmentationDataset", "IGNORE_INDEX", "colour_to_index"]
+__all__ = ["SegmentationDataset", "IGNORE_INDEX", "colour_to_index", "list_images"]
 
 IGNORE_INDEX = 255
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def colour_to_index(rgb: np.ndarray, palette: Sequence[Sequence[int]], *, unknown: int = IGNORE_INDEX,
@@ -48,6 +53,14 @@ class SegmentationDataset(Dataset):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def _add_pairs(self, images: Iterable[Path], label_for: Callable[[Path], Path], what: str = "label") -> None:
+        """Pair each image with its label file; a missing label is an error naming both."""
+        for image in images:
+            label = label_for(image)
+            if not label.is_file():
+                raise DataError(f"{label}: {what} for {image.name} not found")
+            self.samples.append((image, label))
 
     def _require_samples(self, where: Union[str, Path]) -> None:
         if not self.samples:

@@ -7,8 +7,8 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from ..classes import CAMVID_CLASSES, CAMVID_PALETTE
-from .base import IGNORE_INDEX, SegmentationDataset, colour_to_index
-from .io import IMAGE_EXTENSIONS, DataError
+from .base import IGNORE_INDEX, SegmentationDataset, colour_to_index, list_images
+from .io import DataError
 
 __all__ = ["CamVid", "CamVidColour", "CAMVID_32_TO_11"]
 
@@ -27,11 +27,7 @@ class CamVid(SegmentationDataset):
         image_dir, label_dir = self.root / split, self.root / f"{split}annot"
         if not image_dir.is_dir():
             raise DataError(f"{image_dir}: CamVid split folder not found (expected {self.root}/{{train,val,test}}/)")
-        for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
-            label = label_dir / (image.stem + ".png")
-            if not label.is_file():
-                raise DataError(f"{label}: label for {image.name} not found")
-            self.samples.append((image, label))
+        self._add_pairs(list_images(image_dir), lambda image: label_dir / (image.stem + ".png"))
         self._require_samples(image_dir)
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
@@ -61,11 +57,7 @@ class CamVidColour(SegmentationDataset):
         image_dir, label_dir = self.root / split, self.root / f"{split}_labels"
         if not image_dir.is_dir():
             raise DataError(f"{image_dir}: CamVid split folder not found (expected {self.root}/{split}/ and {split}_labels/)")
-        for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
-            label = label_dir / f"{image.stem}_L.png"
-            if not label.is_file():
-                raise DataError(f"{label}: colour label for {image.name} not found")
-            self.samples.append((image, label))
+        self._add_pairs(list_images(image_dir), lambda image: label_dir / f"{image.stem}_L.png", "colour label")
         self._require_samples(image_dir)
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:

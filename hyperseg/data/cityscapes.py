@@ -49,13 +49,10 @@ class Cityscapes(SegmentationDataset):
                 f"{label_dir}: Cityscapes label folder not found (expected "
                 f"{self.root}/gtFine/{split}/<city>/*{_LABEL_SUFFIX})"
             )
-        for image in sorted(image_dir.glob(f"*/*{_IMAGE_SUFFIX}")):
-            city = image.parent.name
-            stem = image.name[: -len(_IMAGE_SUFFIX)]
-            label = label_dir / city / f"{stem}{_LABEL_SUFFIX}"
-            if not label.is_file():
-                raise DataError(f"{label}: label for {city}/{image.name} not found")
-            self.samples.append((image, label))
+        self._add_pairs(
+            sorted(image_dir.glob(f"*/*{_IMAGE_SUFFIX}")),
+            lambda image: label_dir / image.parent.name / (image.name[: -len(_IMAGE_SUFFIX)] + _LABEL_SUFFIX),
+        )
         self._require_samples(image_dir)
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:

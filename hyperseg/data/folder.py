@@ -8,8 +8,8 @@ import numpy as np
 import yaml
 
 from ..classes import default_palette
-from .base import IGNORE_INDEX, SegmentationDataset, colour_to_index
-from .io import IMAGE_EXTENSIONS, DataError
+from .base import IGNORE_INDEX, SegmentationDataset, colour_to_index, list_images
+from .io import DataError
 
 __all__ = ["FolderDataset"]
 
@@ -88,11 +88,7 @@ class FolderDataset(SegmentationDataset):
         self.palette: Sequence[Sequence[int]] = tuple(palette if palette is not None else default_palette(len(names)))
         self.ignore_index = ignore_index
 
-        for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
-            mask = mask_dir / (image.stem + ".png")
-            if not mask.is_file():
-                raise DataError(f"{mask}: mask for {image.name} not found")
-            self.samples.append((image, mask))
+        self._add_pairs(list_images(image_dir), lambda image: mask_dir / (image.stem + ".png"), "mask")
         self._require_samples(image_dir)
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:

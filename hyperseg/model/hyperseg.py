@@ -41,6 +41,12 @@ __all__ = ["HyperSeg", "create_model", "MIN_INPUT_SIZE"]
 MIN_INPUT_SIZE = 32
 
 
+def _is_tracing() -> bool:
+    """True under jit.trace/script, torch.compile and torch.export, where checks must not branch on data."""
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or compiling()
+
+
 class HyperSeg(nn.Module):
     """Backbone -> context head -> weight mappers -> patch-wise dynamic decoder.
 
@@ -140,7 +146,7 @@ class HyperSeg(nn.Module):
         return skips, weights
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()):
+        if not _is_tracing():
             self._check_input(x)
         h, w = x.shape[-2:]
         mh, mw = self.size_multiple
