@@ -221,3 +221,17 @@ def test_torch_export_matches_eager(small):
     exported = torch.export.export(small, (x,))
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x), small(x))
+
+
+def test_pretrained_backbone_from_local_timm_file(tmp_path):
+    donor = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0")
+    state = {k: v for k, v in donor.backbone.encoder.state_dict().items()}
+    state["classifier.weight"] = torch.zeros(1000, 1280)  # a full timm checkpoint also has the classifier
+    torch.save(state, tmp_path / "lite0.pth")
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0",
+                                  pretrained_backbone=str(tmp_path / "lite0.pth"))
+    for key, value in donor.backbone.encoder.state_dict().items():
+        assert torch.equal(model.backbone.encoder.state_dict()[key], value), key
+    assert model.meta["pretrained_backbone"].endswith("lite0.pth")
+    with pytest.raises(ValueError, match="does not fit encoder"):
+        hyperseg.create_model("hyperseg", encoder_name="resnet18", pretrained_backbone=str(tmp_path / "lite0.pth"))

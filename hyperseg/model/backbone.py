@@ -249,11 +249,13 @@ def load_backbone_weights(backbone: Backbone, source: Union[str, Path]) -> Path:
             mapped[dst_key] = value
         backbone.encoder.load_state_dict(mapped)
     else:
-        state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "fc.", "head.fc."))}
-        missing, _ = backbone.encoder.load_state_dict(state, strict=False)
-        if missing:
+        state = {k: v for k, v in state.items() if k in target}
+        missing = [k for k in target if k not in state]
+        wrong = [k for k in state if state[k].shape != target[k].shape]
+        if missing or wrong:
             raise ValueError(
-                f"{path} does not fit encoder {backbone.encoder_name}: {len(missing)} tensors missing, "
-                f"e.g. {missing[:3]}"
+                f"{path} does not fit encoder {backbone.encoder_name}: {len(missing)} tensors missing "
+                f"(e.g. {missing[:2]}), {len(wrong)} of another shape (e.g. {wrong[:2]})"
             )
+        backbone.encoder.load_state_dict(state)
     return path
