@@ -9,10 +9,6 @@ from typing import Callable, Optional, Sequence
 __all__ = ["main"]
 
 
-class CLIError(Exception):
-    """A user error: printed as one line, no traceback."""
-
-
 def _cmd_list(args: argparse.Namespace) -> None:
     from .model import list_models, model_cfg
 
@@ -33,11 +29,10 @@ def _cmd_convert(args: argparse.Namespace) -> None:
 
 
 def _cmd_profile(args: argparse.Namespace) -> None:
-    from .checkpoint import builtin_weights, load_model
     from .model import create_model, list_models
     from .profile import profile
 
-    model = create_model(args.model) if args.model in list_models() and args.model not in builtin_weights() else load_model(args.model)
+    model = create_model(args.model) if args.model in list_models() else _load_any(args.model)
     result = profile(model, (args.height, args.width))
     print(json.dumps({"model": args.model, "input": [args.height, args.width], **result}))
 
@@ -54,7 +49,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _load_any(source: str):
-    from .checkpoint import builtin_weights, load_model
+    """One of our checkpoints, a built-in weights name, or an authors' .pth."""
+    from .checkpoint import load_model
     from .official import from_official
 
     try:
@@ -198,7 +194,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError, ImportError,
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError, ImportError,
             FloatingPointError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"hyperseg {args.command}: error: {message}", file=sys.stderr)
