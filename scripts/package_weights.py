@@ -42,6 +42,7 @@ def main() -> None:
                        device=torch.device("cpu"), progress=True)
     meta = {
         "name": args.name,
+        "pretrained_backbone": recipe.get("model", {}).get("pretrained_backbone"),  # not this machine's path
         "val_miou": metrics["miou"],
         "val_per_class_iou": metrics["per_class_iou"],
         "val_pixel_acc": metrics["pixel_acc"],
