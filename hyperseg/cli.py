@@ -12,10 +12,17 @@ __all__ = ["main"]
 def _cmd_list(args: argparse.Namespace) -> None:
     from .model import list_models, model_cfg
 
+    from .checkpoint import builtin_weights, load_model
+
     for name in list_models(args.pattern):
         cfg = model_cfg(name)
         extra = f"  ({cfg['dataset']}, {len(cfg['class_names'])} classes, {cfg['input_size'][1]}x{cfg['input_size'][0]})" if cfg else ""
         print(name + extra)
+    for name in builtin_weights():
+        meta = load_model(name).meta
+        miou = meta.get("val_miou")
+        score = f", val mIoU {miou * 100:.2f} on {meta.get('val_split', '?')}" if miou is not None else ""
+        print(f"{name}  (built-in weights, {len(meta.get('class_names', []))} classes{score})")
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:

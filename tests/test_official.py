@@ -113,3 +113,10 @@ def test_class_count_mismatch(fill):
     ckpt["arch"] = ckpt["arch"].replace("num_classes=19", "num_classes=12")
     with pytest.raises(OfficialCheckpointError, match="class-count mismatch.*19 classes.*expects 12"):
         from_official(ckpt)
+
+
+def test_cli_list_shows_models_and_builtin_weights(capsys):
+    assert cli_main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "hyperseg_m_cityscapes  (cityscapes, 19 classes, 1024x512)" in out
+    assert "camvid  (built-in weights, 11 classes, val mIoU" in out
