@@ -1,0 +1,39 @@
+"""The shipped CamVid model: loads offline, predicts the bundled sample, reproduces its val mIoU."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import hyperseg
+from hyperseg.cli import main as cli_main
+
+
+def test_builtin_model_metadata():
+    model = hyperseg.load_model("camvid")
+    assert not model.training and model.num_classes == 11
+    meta = model.meta
+    assert meta["class_names"][0] == "sky" and len(meta["palette"]) == 11
+    assert meta["mean"] == [0.5, 0.5, 0.5] and meta["val_miou"] >= 0.66
+    assert meta["recipe"]["data"]["train_split"] == "train"  # val was only used for model selection
+    assert meta["command"].startswith("hyperseg train")
+
+
+def test_default_predict_writes_label_png_and_overlay(tmp_path, capsys):
+    assert cli_main(["predict", "--out", str(tmp_path)]) == 0
+    label = Image.open(tmp_path / "camvid_sample_1.png")
+    assert label.mode == "P" and label.size == (480, 360)
+    classes = np.unique(np.asarray(label))
+    assert classes.max() <= 10 and {0, 1, 3}.issubset(set(classes.tolist()))  # sky, building, road
+    assert Image.open(tmp_path / "camvid_sample_1_overlay.jpg").size == (480, 360)
+
+
+def test_eval_reproduces_shipped_val_miou(camvid_root, tmp_path):
+    out = tmp_path / "metrics.json"
+    assert cli_main(["eval", "--data", str(camvid_root), "--split", "val", "--out", str(out), "--workers", "0"]) == 0
+    metrics = json.loads(out.read_text())
+    shipped = hyperseg.load_model("camvid").meta
+    assert metrics["miou"] == pytest.approx(shipped["val_miou"], abs=1e-6)
+    for name, iou in shipped["val_per_class_iou"].items():
+        assert metrics["per_class_iou"][name] == pytest.approx(iou, abs=1e-6)
