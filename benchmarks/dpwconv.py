@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from hyperseg.model.decoder.dpwconv import patch_depthwise, patch_pointwise, patch_rows, split_windows, merge_patches
+from hyperseg.model.decoder.dpwconv import merge_patches, patch_depthwise, patch_pointwise, split_windows
 
 # (label, batch, in, hidden, out, H, W, grid) -- the block input sizes of SPEC 2.4.
 SHAPES = [

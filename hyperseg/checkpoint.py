@@ -64,10 +64,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def save_model(model: HyperSeg, path: Union[str, Path], *, meta: Optional[dict[str, Any]] = None, half: bool = False) -> Path:
+def save_model(model: HyperSeg, path: Union[str, Path], *, meta: Optional[dict[str, Any]] = None, half: bool = False,
+               extra: Optional[dict[str, Any]] = None) -> Path:
     """Write ``model`` (config, weights, ``model.meta`` updated with ``meta``) to ``path`` atomically.
 
     ``half=True`` stores floating-point tensors as float16 (load_model restores float32).
+    ``extra`` adds top-level entries that :func:`load_model` ignores (the trainer's resume state).
     """
     if not isinstance(model, HyperSeg):
         raise TypeError(f"save_model expects a HyperSeg model, got {type(model).__name__}")
@@ -80,6 +82,7 @@ def save_model(model: HyperSeg, path: Union[str, Path], *, meta: Optional[dict[s
         "config": _plain(model.config.to_dict()),
         "state_dict": state,
         "meta": _plain({**model.meta, **(meta or {})}),
+        **(extra or {}),
     }
     return atomic_save(payload, path)
 

@@ -68,16 +68,6 @@ def _load_any(source: str):
         raise
 
 
-def _check_classes(model, dataset) -> None:
-    names = list(model.meta.get("class_names") or [])
-    if model.num_classes == dataset.num_classes:
-        return
-    if model.num_classes == dataset.num_classes + 1 and names and names[-1] == "void":
-        return  # the authors' CamVid models add a void output; it is dropped
-    raise ValueError(f"the model predicts {model.num_classes} classes but the dataset has {dataset.num_classes} "
-                     f"({', '.join(dataset.classes[:4])}, ...); use a checkpoint trained for this dataset")
-
-
 def _parse_pair(text: Optional[str]):
     if text is None:
         return None
@@ -95,7 +85,6 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     model = _load_any(args.model or DEFAULT_MODEL)
     dataset = build_dataset(args.dataset, args.data, args.split, classes_file=args.classes_file)
-    _check_classes(model, dataset)
     device = resolve_device(args.device)
     model.to(device)
     scales = [float(s) for s in args.scales.split(",")] if args.scales else [1.0]

@@ -42,8 +42,8 @@ class ADE20K(SegmentationDataset):
                 f"{label_dir}: ADE20K annotation folder not found "
                 f"(expected {self.root}/annotations/{{training,validation}}/)"
             )
-        self._add_pairs(list_images(image_dir), lambda image: label_dir / (image.stem + ".png"), "annotation")
-        self._require_samples(image_dir)
+        self._add_pairs(image_dir, list_images(image_dir), lambda image: label_dir / (image.stem + ".png"),
+                        "annotation")
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         if raw.ndim == 3:

@@ -54,13 +54,15 @@ class SegmentationDataset(Dataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def _add_pairs(self, images: Iterable[Path], label_for: Callable[[Path], Path], what: str = "label") -> None:
-        """Pair each image with its label file; a missing label is an error naming both."""
+    def _add_pairs(self, image_dir: Path, images: Iterable[Path], label_for: Callable[[Path], Path],
+                   what: str = "label") -> None:
+        """Pair each image with its label file; a missing label, or no image at all, is an error."""
         for image in images:
             label = label_for(image)
             if not label.is_file():
                 raise DataError(f"{label}: {what} for {image.name} not found")
             self.samples.append((image, label))
+        self._require_samples(image_dir)
 
     def _require_samples(self, where: Union[str, Path]) -> None:
         if not self.samples:

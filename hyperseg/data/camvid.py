@@ -27,8 +27,7 @@ class CamVid(SegmentationDataset):
         image_dir, label_dir = self.root / split, self.root / f"{split}annot"
         if not image_dir.is_dir():
             raise DataError(f"{image_dir}: CamVid split folder not found (expected {self.root}/{{train,val,test}}/)")
-        self._add_pairs(list_images(image_dir), lambda image: label_dir / (image.stem + ".png"))
-        self._require_samples(image_dir)
+        self._add_pairs(image_dir, list_images(image_dir), lambda image: label_dir / (image.stem + ".png"))
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         label = super().decode_label(raw, path)
@@ -57,8 +56,8 @@ class CamVidColour(SegmentationDataset):
         image_dir, label_dir = self.root / split, self.root / f"{split}_labels"
         if not image_dir.is_dir():
             raise DataError(f"{image_dir}: CamVid split folder not found (expected {self.root}/{split}/ and {split}_labels/)")
-        self._add_pairs(list_images(image_dir), lambda image: label_dir / f"{image.stem}_L.png", "colour label")
-        self._require_samples(image_dir)
+        self._add_pairs(image_dir, list_images(image_dir), lambda image: label_dir / f"{image.stem}_L.png",
+                        "colour label")
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         if raw.ndim != 3:

@@ -50,10 +50,10 @@ class Cityscapes(SegmentationDataset):
                 f"{self.root}/gtFine/{split}/<city>/*{_LABEL_SUFFIX})"
             )
         self._add_pairs(
+            image_dir,
             sorted(image_dir.glob(f"*/*{_IMAGE_SUFFIX}")),
             lambda image: label_dir / image.parent.name / (image.name[: -len(_IMAGE_SUFFIX)] + _LABEL_SUFFIX),
         )
-        self._require_samples(image_dir)
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         if raw.ndim == 3:

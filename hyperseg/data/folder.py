@@ -88,8 +88,7 @@ class FolderDataset(SegmentationDataset):
         self.palette: Sequence[Sequence[int]] = tuple(palette if palette is not None else default_palette(len(names)))
         self.ignore_index = ignore_index
 
-        self._add_pairs(list_images(image_dir), lambda image: mask_dir / (image.stem + ".png"), "mask")
-        self._require_samples(image_dir)
+        self._add_pairs(image_dir, list_images(image_dir), lambda image: mask_dir / (image.stem + ".png"), "mask")
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         if raw.ndim == 3:

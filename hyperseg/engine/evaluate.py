@@ -14,7 +14,21 @@ from ..data.transforms import EvalTransform
 from .inference import predict_logits
 from .metrics import ConfusionMatrix
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "check_classes"]
+
+
+def check_classes(model: nn.Module, dataset) -> int:
+    """How many of the model's outputs to score; refuses a model trained for other classes.
+
+    The authors' CamVid models add a 12th "void" output to the 11 classes; it is dropped.
+    """
+    names = list(getattr(model, "meta", {}).get("class_names") or [])
+    if model.num_classes == dataset.num_classes:
+        return dataset.num_classes
+    if model.num_classes == dataset.num_classes + 1 and names and names[-1] == "void":
+        return dataset.num_classes
+    raise ValueError(f"the model predicts {model.num_classes} classes but the dataset has {dataset.num_classes} "
+                     f"({', '.join(dataset.classes[:4])}, ...); use a checkpoint trained for this dataset")
 
 
 class _Eval:
@@ -39,6 +53,7 @@ def evaluate(model: nn.Module, dataset, *, mean: Sequence[float], std: Sequence[
     The model sees each image at its native size, or resized to ``resize`` = (H, W) (the authors'
     Cityscapes protocol); logits are bilinearly resized to the label's size before the argmax.
     """
+    scored = check_classes(model, dataset)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     indices = list(range(rank, len(dataset), world))
     data = Subset(_Eval(dataset, EvalTransform(mean, std)), indices)
@@ -53,8 +68,7 @@ def evaluate(model: nn.Module, dataset, *, mean: Sequence[float], std: Sequence[
             image = F.interpolate(image, size=tuple(resize), mode="bilinear", align_corners=False)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = predict_logits(model, image, flip=flip, scales=scales, window=window, stride=stride)
-        if logits.shape[1] > dataset.num_classes:  # e.g. the authors' CamVid models add a void output
-            logits = logits[:, : dataset.num_classes]
+        logits = logits[:, :scored]
         if logits.shape[-2:] != label.shape[-2:]:
             logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
         cm.update(logits.argmax(1).cpu(), label)

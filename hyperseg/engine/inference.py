@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -32,7 +31,8 @@ def _sliding(model: nn.Module, x: Tensor, window: Sequence[int], stride: Sequenc
 
 def predict_logits(model: nn.Module, x: Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,),
                    window: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None) -> Tensor:
-    """Logits (B, C, H, W) for a normalised batch, averaged over scales and optional flips.
+    """Class scores (B, C, H, W) for a normalised batch: the logits of a single pass, or the mean
+    softmax over scales and flips when several passes are combined (argmax is what callers use).
 
     ``window``/``stride`` (H, W) switch on sliding-window inference at every scale.
     """

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import time
@@ -19,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import CHECKPOINT_FORMAT, atomic_save, load_model
+from ..checkpoint import load_model, save_model
 from ..data import build_dataset
 from ..data.sampler import KeyedDataset, StepSampler
 from ..data.transforms import TrainTransform
@@ -117,20 +116,6 @@ class _Logger:
             self.writer.flush()
 
 
-def _checkpoint(model: HyperSeg, optimizer, scheduler, step: int, best: float, cfg: RunConfig,
-                extra_meta: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "format": CHECKPOINT_FORMAT, "version": 1,
-        "config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "meta": {**model.meta, **extra_meta},
-        "train_state": {
-            "step": step, "best_miou": best, "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": _rng_state(), "run_config": cfg.to_dict(),
-        },
-    }
-
-
 def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) a training; returns the final validation metrics and paths."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -222,11 +207,11 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         if metrics is not None:
             meta.update(val_miou=metrics["miou"], val_per_class_iou=metrics["per_class_iou"])
             best = max(best, metrics["miou"])
-        atomic_save(_checkpoint(model, optimizer, scheduler, step, best, cfg, meta), last_path)
+        train_state = {"step": step, "best_miou": best, "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "rng": _rng_state(), "run_config": cfg.to_dict()}
+        save_model(model, last_path, meta=meta, extra={"train_state": train_state})
         if is_best:
-            ckpt = _checkpoint(model, optimizer, scheduler, step, best, cfg, meta)
-            ckpt.pop("train_state")
-            atomic_save(ckpt, best_path)
+            save_model(model, best_path, meta=meta)
 
     def validate(step: int) -> Optional[dict]:
         if val_set is None:
