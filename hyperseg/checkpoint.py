@@ -22,6 +22,8 @@ __all__ = ["save_model", "load_model", "atomic_save", "atomic_write_text", "buil
 CHECKPOINT_FORMAT = "hyperseg"
 _VERSION = 1
 _WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# Metadata of the shipped weights that their files predate (the size the model is meant to run at).
+_BUILTIN_META = {"camvid": {"input_size": [360, 480]}}
 
 
 def atomic_save(obj: Any, path: Union[str, Path]) -> Path:
@@ -122,4 +124,7 @@ def load_model(source: Union[str, Path], *, map_location: Union[str, torch.devic
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit the stored config: {str(exc).splitlines()[0]}") from None
     model.meta = dict(ckpt.get("meta", {}))
+    if path in shipped.values():
+        for key, value in _BUILTIN_META.get(path.stem, {}).items():
+            model.meta.setdefault(key, value)
     return model.eval()

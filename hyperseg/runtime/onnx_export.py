@@ -1,0 +1,146 @@
+"""ONNX export with the metadata a runtime needs, through the dynamo exporter (``torch.export``).
+
+The file's ``metadata_props`` hold JSON values under ``hyperseg.*`` keys: class names,
+palette, mean/std, the input size it was exported for, the padding unit of the network, the
+precision, and where the weights came from. :func:`read_onnx_meta` reads them back.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import HypersegError, require
+from ..fuse import fuse_bn
+from ..model import HyperSeg
+from .torch_runtime import runtime_meta
+
+__all__ = ["export_onnx", "read_onnx_meta", "write_onnx_meta", "ExportError", "DEFAULT_OPSET", "META_KEYS"]
+
+DEFAULT_OPSET = 18
+_PREFIX = "hyperseg."
+META_KEYS = ("class_names", "palette", "mean", "std", "input_size", "num_classes", "size_multiple", "precision",
+             "source", "val_miou", "architecture", "hyperseg_version", "calibration")
+
+
+class ExportError(HypersegError):
+    """The model could not be converted to ONNX."""
+
+
+def _failing_op(exc: BaseException) -> str:
+    """The operation an exporter error is about, e.g. ``aten::histc``, or the error's first line."""
+    text = f"{exc}"
+    for cause in (exc.__cause__, exc.__context__):
+        if cause is not None:
+            text += f"\n{cause}"
+    match = re.search(r"(aten[.:]{1,2}[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)", text)
+    if match:
+        return f"operation {match.group(1)} has no ONNX conversion"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return first[:300]
+
+
+def write_onnx_meta(model_proto: Any, meta: dict[str, Any]) -> None:
+    """Replace the ``hyperseg.*`` metadata_props of an in-memory ONNX model."""
+    keep = [p for p in model_proto.metadata_props if not p.key.startswith(_PREFIX)]
+    del model_proto.metadata_props[:]
+    model_proto.metadata_props.extend(keep)
+    for key in META_KEYS:
+        if meta.get(key) is not None:
+            prop = model_proto.metadata_props.add()
+            prop.key, prop.value = _PREFIX + key, json.dumps(meta[key])
+
+
+def read_onnx_meta(path: Union[str, Path]) -> dict[str, Any]:
+    """The ``hyperseg.*`` metadata of an ONNX file (empty if it has none); the graph is not loaded."""
+    onnx = require("onnx", "onnx", "reading ONNX files")
+    path = Path(path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise HypersegError(f"{path}: cannot read it as an ONNX model ({type(exc).__name__})") from None
+    meta = {}
+    for prop in proto.metadata_props:
+        if prop.key.startswith(_PREFIX):
+            try:
+                meta[prop.key[len(_PREFIX):]] = json.loads(prop.value)
+            except json.JSONDecodeError:
+                raise HypersegError(f"{path}: metadata {prop.key} is not valid JSON") from None
+    inputs = proto.graph.input
+    if inputs:
+        dims = inputs[0].type.tensor_type.shape.dim
+        if len(dims) == 4 and all(d.HasField("dim_value") for d in dims[2:]):
+            meta.setdefault("input_size", [dims[2].dim_value, dims[3].dim_value])
+    return meta
+
+
+def atomic_save_onnx(proto: Any, path: Path) -> Path:
+    """Check the model with ``onnx.checker`` and write it through a temporary file."""
+    onnx = require("onnx", "onnx", "writing ONNX files")
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"{path}: the exported model fails onnx.checker: {str(exc).splitlines()[0]}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def export_onnx(model: nn.Module, path: Union[str, Path], *, size: Optional[Sequence[int]] = None,
+                opset: int = DEFAULT_OPSET, source: Optional[str] = None, quiet: bool = True) -> Path:
+    """Write ``model`` (BatchNorm fused) as ONNX for (1, 3, H, W) input, with our metadata.
+
+    Args:
+        size: (H, W) of the input; default: the model's ``input_size``.
+        opset: ONNX opset, at least 18.
+    """
+    require("onnx", "onnx", "ONNX export")
+    require("onnxscript", "onnx", "ONNX export")
+    path = Path(path)
+    if opset < 18:
+        raise ExportError(f"opset {opset} is too old; the dynamo exporter needs opset 18 or newer")
+    meta = runtime_meta(model)
+    if size is None:
+        size = meta.get("input_size")
+        if size is None:
+            raise ExportError("the model has no default input size; give one with --size HxW")
+    size = (int(size[0]), int(size[1]))
+    if min(size) < 32:
+        raise ExportError(f"input size {size[0]}x{size[1]} is too small; expected at least 32x32")
+    net = fuse_bn(model) if isinstance(model, HyperSeg) else model.eval()
+    example = torch.zeros(1, 3, *size)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(net, (example,), None, dynamo=True, opset_version=opset,
+                                        input_names=["image"],
+                                        output_names=["logits"], external_data=False, verbose=False)
+            program.optimize()
+            proto = program.model_proto
+    except HypersegError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"cannot export {meta.get('architecture', type(model).__name__)} to ONNX: {_failing_op(exc)}") from None
+    meta.update(input_size=list(size), precision="fp32",
+                source=source, hyperseg_version=__version__)
+    write_onnx_meta(proto, meta)
+    return atomic_save_onnx(proto, path)

@@ -1,0 +1,166 @@
+"""ONNX models in onnxruntime and OpenVINO, and PyTorch models converted for them on first use."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import HypersegError, require
+from .base import Runtime, fit_input, padded_size, restore_output
+from .cache import cache_dir, cached_onnx
+from .onnx_export import read_onnx_meta
+from .torch_runtime import runtime_meta
+
+__all__ = ["OnnxRuntimeRuntime", "OpenVinoRuntime", "ConvertedRuntime", "ONNX_RUNTIMES", "onnx_file_meta"]
+
+_REQUIRED = ("class_names", "mean", "std")
+
+
+def onnx_file_meta(path: Path, overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The file's metadata with ``overrides`` applied; refuses files that lack what preprocessing needs."""
+    if not path.is_file():
+        raise HypersegError(f"{path}: file not found")
+    meta = {**read_onnx_meta(path), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    missing = [k for k in _REQUIRED if not meta.get(k)]
+    if missing:
+        raise HypersegError(f"{path} has no hyperseg metadata ({', '.join(missing)} missing); export it with "
+                            "`hyperseg export`, or give --mean, --std and --classes")
+    if len(meta["mean"]) != 3 or len(meta["std"]) != 3:
+        raise HypersegError(f"{path}: mean and std need 3 values each, got {meta['mean']} and {meta['std']}")
+    meta.setdefault("num_classes", len(meta["class_names"]))
+    meta.setdefault("precision", "fp32")
+    return meta
+
+
+def _check_precision(path: Path, stored: str, requested: Optional[str], allowed: tuple[str, ...], runtime: str) -> str:
+    precision = requested or stored
+    if stored == "int8" and precision != "int8":
+        raise HypersegError(f"{path} is an int8 model; it runs only at --precision int8")
+    if stored == "fp32" and precision == "int8":
+        raise HypersegError(f"{path} is a float32 model; make an int8 one with "
+                            "`hyperseg export MODEL --precision int8 --calibration DIR`")
+    if precision not in allowed:
+        raise HypersegError(f"{runtime} does not offer precision {precision}; it offers {', '.join(allowed)}")
+    return precision
+
+
+class _OnnxFileRuntime(Runtime):
+    """Shared by the ONNX runtimes: fitting inputs to the file's size, numpy in and out."""
+
+    def __init__(self, path: Union[str, Path], meta: dict[str, Any], precision: str) -> None:
+        super().__init__(meta, precision)
+        self.path = Path(path)
+        size = meta.get("input_size")
+        self.input_size = (int(size[0]), int(size[1])) if size else None
+        self.size_multiple = tuple(meta.get("size_multiple") or (32, 32))
+
+    def infer(self, x: Tensor) -> Tensor:
+        size = tuple(x.shape[-2:])
+        target = self.input_size or padded_size(size, self.size_multiple)
+        fitted, how = fit_input(x.cpu(), target)
+        logits = torch.from_numpy(self.run(np.ascontiguousarray(fitted.numpy(), dtype=np.float32)))
+        return restore_output(logits, size, how)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The bare model: (1, 3, h, w) float32 at the accepted size -> logits."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name} {self.precision} ({self.path.name})"
+
+
+class OnnxRuntimeRuntime(_OnnxFileRuntime):
+    name = "onnxruntime"
+
+    def __init__(self, path: Union[str, Path], *, precision: Optional[str] = None,
+                 meta: Optional[dict[str, Any]] = None, device: Any = "auto") -> None:
+        ort = require("onnxruntime", "onnx", "the onnxruntime runtime")
+        path = Path(path)
+        info = onnx_file_meta(path, meta)
+        super().__init__(path, info, _check_precision(path, info["precision"], precision, ("fp32", "int8"), self.name))
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:
+            raise HypersegError(f"{path}: onnxruntime cannot load it: {str(exc).splitlines()[0][:200]}") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class OpenVinoRuntime(_OnnxFileRuntime):
+    """OpenVINO on the CPU; the precision is always set explicitly (its own default on bf16 CPUs is bf16)."""
+
+    name = "openvino"
+    _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: QDQ ops run in int8, the rest in f32
+
+    def __init__(self, path: Union[str, Path], *, precision: Optional[str] = None,
+                 meta: Optional[dict[str, Any]] = None, device: Any = "auto") -> None:
+        ov = require("openvino", "openvino", "the OpenVINO runtime")
+        path = Path(path)
+        info = onnx_file_meta(path, meta)
+        super().__init__(path, info, _check_precision(path, info["precision"], precision, ("fp32", "bf16", "int8"),
+                                                      self.name))
+        core = ov.Core()
+        if self.precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise HypersegError("precision bf16 needs a CPU with native bfloat16 (AVX-512 bf16 or AMX); use fp32")
+        core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
+        try:
+            self.compiled = core.compile_model(str(path), "CPU", {
+                "INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY"})
+        except Exception as exc:
+            raise HypersegError(f"{path}: OpenVINO cannot compile it: {str(exc).splitlines()[0][:200]}") from None
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.request.infer({0: x})
+        return self.request.get_output_tensor(0).data.copy()
+
+
+ONNX_RUNTIMES = {"onnxruntime": OnnxRuntimeRuntime, "openvino": OpenVinoRuntime}
+
+
+class ConvertedRuntime(Runtime):
+    """A PyTorch model run in an ONNX runtime: exported once per padded input size, cached on disk."""
+
+    def __init__(self, model: nn.Module, runtime: str, *, precision: str = "fp32",
+                 calibration: Optional[str] = None, calibration_count: int = 30) -> None:
+        super().__init__(runtime_meta(model), precision)
+        self.name = runtime
+        self.engine_cls = ONNX_RUNTIMES[runtime]
+        require("onnx", "onnx", "converting a model for onnxruntime or OpenVINO")
+        require("onnxscript", "onnx", "converting a model for onnxruntime or OpenVINO")
+        require(*(("openvino", "openvino") if runtime == "openvino" else ("onnxruntime", "onnx")), f"the {runtime} runtime")
+        if precision == "int8" and calibration is None:
+            raise HypersegError("precision int8 needs calibration images: give --calibration DIR (a folder of images)")
+        if precision == "bf16" and runtime == "onnxruntime":
+            raise HypersegError("onnxruntime does not offer precision bf16 on the CPU; use --runtime openvino or torch")
+        self.model = model
+        self.calibration, self.calibration_count = calibration, calibration_count
+        self.size_multiple = tuple(self.meta.get("size_multiple") or (32, 32))
+        self.engines: dict[tuple[int, int], _OnnxFileRuntime] = {}
+
+    def engine(self, size: tuple[int, int]) -> _OnnxFileRuntime:
+        """The compiled model for inputs of ``size`` (converted and cached on first use)."""
+        target = padded_size(size, self.size_multiple)
+        if target not in self.engines:
+            path, seconds = cached_onnx(self.model, target, "int8" if self.precision == "int8" else "fp32",
+                                        calibration=self.calibration, calibration_count=self.calibration_count)
+            self.conversion_seconds += seconds
+            self.engines[target] = self.engine_cls(path, precision=self.precision)
+        return self.engines[target]
+
+    def infer(self, x: Tensor) -> Tensor:
+        return self.engine(tuple(x.shape[-2:])).infer(x)
+
+    def describe(self) -> str:
+        return f"{self.name} {self.precision} (converted from PyTorch, cached in {cache_dir()})"

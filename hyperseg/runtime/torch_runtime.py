@@ -1,0 +1,120 @@
+"""The PyTorch runtime: the model prepared for inference (BatchNorm fused, memory layout, bf16 autocast).
+
+Measured on the development CPU (README, "Speed"): fusing BatchNorm removes about half the time
+of the built-in model at 480x360; channels_last made the CPU path slower (oneDNN reorders the
+patch-wise reshapes), so it is used on CUDA only, where cuDNN's NHWC convolutions are the fast
+ones. bf16 autocast is offered where the CPU (AVX-512 bf16 / AMX) or GPU computes bf16 natively.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import HypersegError
+from ..fuse import fuse_bn
+from ..model import HyperSeg
+from ..model.registry import model_cfg
+from .base import Runtime
+
+__all__ = ["TorchRuntime", "EagerRuntime", "prepare_for_inference", "bf16_supported", "resolve_device", "runtime_meta"]
+
+
+def resolve_device(name: Any = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; refuses CUDA on a machine without a GPU."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise HypersegError(f"device {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HypersegError(f"device {name!r} requested but CUDA is not available on this machine; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise HypersegError(f"device {name!r} is not supported; expected auto, cpu or cuda")
+    return device
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (not emulated through float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
+
+
+def runtime_meta(model: nn.Module) -> dict[str, Any]:
+    """What a runtime needs to know about a model: classes, palette, mean/std, input size, padding unit."""
+    meta = dict(getattr(model, "meta", {}))
+    meta["num_classes"] = int(model.num_classes)
+    if isinstance(model, HyperSeg):
+        meta["size_multiple"] = list(model.size_multiple)
+        arch = meta.get("architecture")
+        cfg = model_cfg(arch) if arch else {}
+        if "input_size" not in meta and cfg.get("input_size"):
+            meta["input_size"] = list(cfg["input_size"])
+    meta.setdefault("class_names", [str(i) for i in range(meta["num_classes"])])
+    meta.setdefault("mean", [0.485, 0.456, 0.406])
+    meta.setdefault("std", [0.229, 0.224, 0.225])
+    return meta
+
+
+def prepare_for_inference(model: nn.Module, device: torch.device, *, channels_last: Optional[bool] = None) -> nn.Module:
+    """A copy of ``model`` for inference: BatchNorm folded (HyperSeg), on ``device``, in the faster memory layout."""
+    prepared = fuse_bn(model) if isinstance(model, HyperSeg) and not model.meta.get("fused_bn") else model
+    prepared = prepared.eval().to(device)
+    if channels_last if channels_last is not None else device.type == "cuda":
+        prepared = prepared.to(memory_format=torch.channels_last)
+        prepared.channels_last = True
+    for p in prepared.parameters():
+        p.requires_grad_(False)
+    return prepared
+
+
+class TorchRuntime(Runtime):
+    """The prepared PyTorch model; ``precision="bf16"`` runs it under bf16 autocast."""
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, *, device: Any = "auto", precision: str = "fp32",
+                 channels_last: Optional[bool] = None, prepare: bool = True) -> None:
+        super().__init__(runtime_meta(model), precision)
+        self.device = resolve_device(device)
+        if precision == "int8":
+            raise HypersegError("precision int8 runs in onnxruntime or openvino (export it with "
+                                "`hyperseg export MODEL --precision int8 --calibration DIR`); torch offers fp32 and bf16")
+        if precision == "bf16" and not bf16_supported(self.device):
+            raise HypersegError(f"precision bf16 needs native bfloat16 support, which this {self.device.type} lacks; "
+                                "use --precision fp32")
+        if precision not in ("fp32", "bf16"):
+            raise HypersegError(f"precision {precision!r} is not one of fp32, bf16, int8")
+        self.model = prepare_for_inference(model, self.device, channels_last=channels_last) if prepare \
+            else model.eval().to(self.device)
+        self.channels_last = bool(getattr(self.model, "channels_last", False))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.infer(x)
+
+    def infer(self, x: Tensor) -> Tensor:
+        x = x.to(self.device, torch.float32, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                    enabled=self.precision == "bf16"):
+            return self.model(x).float()
+
+
+class EagerRuntime(TorchRuntime):
+    """The model exactly as built, without fusion or layout changes: the reference path for benchmarks."""
+
+    name = "eager"
+
+    def __init__(self, model: nn.Module, *, device: Any = "auto", precision: str = "fp32") -> None:
+        super().__init__(model, device=device, precision=precision, prepare=False)
+
+    def infer(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.model(x.to(self.device)).float()
