@@ -36,10 +36,10 @@ def _cmd_convert(args: argparse.Namespace) -> None:
 
 
 def _cmd_profile(args: argparse.Namespace) -> None:
-    from .model import create_model, list_models
     from .profile import profile
+    from .runtime import resolve_model
 
-    model = create_model(args.model) if args.model in list_models() else _load_any(args.model)
+    model = resolve_model(args.model)
     result = profile(model, (args.height, args.width))
     print(json.dumps({"model": args.model, "input": [args.height, args.width], **result}))
 
@@ -55,23 +55,38 @@ def _cmd_train(args: argparse.Namespace) -> None:
                       "best": result["best"], "last": result["last"]}))
 
 
-def _load_any(source: str):
-    """One of our checkpoints, a built-in weights name, or an authors' .pth."""
-    from .checkpoint import load_model
-    from .official import from_official
+def _runtime_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``load_runtime`` that every inference command shares."""
+    meta = {}
+    if args.mean:
+        meta["mean"] = _parse_floats(args.mean, "--mean", 3)
+    if args.std:
+        meta["std"] = _parse_floats(args.std, "--std", 3)
+    if args.classes:
+        meta["class_names"] = [c.strip() for c in args.classes.split(",") if c.strip()]
+    return dict(runtime=args.runtime, precision=args.precision, device=args.device, calibration=args.calibration,
+                meta=meta or None)
 
+
+def _parse_floats(text: str, option: str, count: Optional[int] = None) -> list:
     try:
-        return load_model(source)
-    except ValueError as exc:
-        if "from_official" in str(exc):
-            return from_official(source)
-        raise
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: expected comma-separated numbers, e.g. 0.5,0.5,0.5") from None
+    if count is not None and len(values) != count:
+        raise ValueError(f"{option} {text!r}: expected {count} comma-separated numbers")
+    return values
 
 
-def _parse_pair(text: Optional[str]):
+def _parse_pair(text: Optional[str], option: str = "--window"):
     if text is None:
         return None
-    parts = [int(v) for v in text.replace("x", ",").split(",")]
+    try:
+        parts = [int(v) for v in text.lower().replace("x", ",").split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise ValueError(f"{option} {text!r}: expected HxW in pixels, e.g. 360x480")
     return parts * 2 if len(parts) == 1 else parts
 
 
@@ -81,16 +96,14 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from .data import build_dataset
     from .engine.evaluate import evaluate
     from .engine.predict import DEFAULT_MODEL
-    from .engine.trainer import resolve_device
+    from .runtime import load_runtime
 
-    model = _load_any(args.model or DEFAULT_MODEL)
+    model = load_runtime(args.model or DEFAULT_MODEL, **_runtime_options(args))
+    print(f"model: {model.describe()}", file=sys.stderr)
     dataset = build_dataset(args.dataset, args.data, args.split, classes_file=args.classes_file)
-    device = resolve_device(args.device)
-    model.to(device)
-    scales = [float(s) for s in args.scales.split(",")] if args.scales else [1.0]
-    metrics = evaluate(model, dataset, mean=model.meta["mean"], std=model.meta["std"], device=device,
-                       batch_size=args.batch_size, workers=args.workers, flip=args.flip, scales=scales,
-                       window=_parse_pair(args.window), progress=True)
+    scales = _parse_floats(args.scales, "--scales") if args.scales else [1.0]
+    metrics = evaluate(model, dataset, batch_size=args.batch_size, workers=args.workers, flip=args.flip,
+                       scales=scales, window=_parse_pair(args.window), progress=True)
     matrix = metrics.pop("confusion_matrix")
     width = max(len(n) for n in metrics["per_class_iou"])
     for name, iou in metrics["per_class_iou"].items():
@@ -121,11 +134,74 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         files = sorted((Path(__file__).resolve().parent / "assets").glob("*.png"))[:1]
         if not files:
             raise ValueError("no input given and no bundled sample image found")
-    model = _load_any(args.model) if args.model else DEFAULT_MODEL
-    predictor = Predictor(model, device=args.device, flip=args.flip)
-    written = predictor.predict_files(files, args.out, alpha=args.alpha)
+    scales = _parse_floats(args.scales, "--scales") if args.scales else [1.0]
+    predictor = Predictor(args.model or DEFAULT_MODEL, flip=args.flip, scales=scales,
+                          window=_parse_pair(args.window), **_runtime_options(args))
+    print(f"model: {predictor.runtime.describe()}", file=sys.stderr)
+    written = predictor.predict_files(files, args.out, alpha=args.alpha, video_labels=args.video_labels)
     for path in written:
         print(path)
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from .runtime import export_onnx, quantize_onnx, resolve_model
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".onnx":
+        raise ValueError(f"--out {out}: expected a file name ending in .onnx")
+    if args.precision == "int8" and not args.calibration:
+        raise ValueError("--precision int8 needs --calibration DIR: a folder of images to calibrate on")
+    if args.precision != "int8" and args.calibration:
+        raise ValueError("--calibration is only used with --precision int8")
+    model = resolve_model(args.model)
+    size = _parse_pair(args.size, "--size")
+    start = time.perf_counter()
+    if args.precision == "int8":
+        with tempfile.TemporaryDirectory(prefix="hyperseg-export-") as tmp:
+            fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", size=size, opset=args.opset, source=args.model)
+            quantize_onnx(fp32, out, args.calibration, count=args.calibration_count)
+    else:
+        export_onnx(model, out, size=size, opset=args.opset, source=args.model)
+    from .runtime import read_onnx_meta
+
+    meta = read_onnx_meta(out)
+    h, w = meta["input_size"]
+    print(f"wrote {out} ({meta['precision']}, input 1x3x{h}x{w}, {meta['num_classes']} classes, "
+          f"opset {args.opset}, {out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)")
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    import itertools
+    from pathlib import Path
+
+    from .checkpoint import atomic_write_text
+    from .engine.bench import benchmark, format_report
+    from .engine.predict import DEFAULT_MODEL
+
+    runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    result = benchmark(args.model or DEFAULT_MODEL, size=_parse_pair(args.size, "--size"),
+                       candidates=list(itertools.product(runtimes, precisions)), rounds=args.rounds,
+                       warmup=args.warmup, image=args.image, device=args.device, calibration=args.calibration,
+                       progress=lambda msg: print(msg, file=sys.stderr))
+    print(format_report(result))
+    if args.out:
+        atomic_write_text(Path(args.out), json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+
+
+def _add_runtime_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default="auto", help="auto (fastest installed) | torch | onnxruntime | openvino | eager")
+    p.add_argument("--precision", default=None, help="fp32 | bf16 | int8 (default: fp32, or what an .onnx file holds)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--calibration", default=None, help="image folder to calibrate int8 conversion on")
+    p.add_argument("--mean", default=None, help="input mean r,g,b in [0, 1] (.onnx files without metadata)")
+    p.add_argument("--std", default=None, help="input std r,g,b (.onnx files without metadata)")
+    p.add_argument("--classes", default=None, help="comma-separated class names (.onnx files without metadata)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", default=None, help="sliding window HxW, e.g. 512x512")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    _add_runtime_arguments(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="segment images, folders, globs or videos")
@@ -169,9 +245,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="checkpoint, authors' .pth, or built-in name (default: camvid)")
     p.add_argument("--out", default="hyperseg_out", help="output folder")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
-    p.add_argument("--flip", action="store_true")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--flip", action="store_true", help="test-time horizontal flip")
+    p.add_argument("--scales", default=None, help="test-time scales, e.g. 0.75,1,1.25")
+    p.add_argument("--window", default=None, help="sliding window HxW, e.g. 512x512")
+    p.add_argument("--video-labels", action="store_true", help="for videos, also write per-frame label PNGs")
+    _add_runtime_arguments(p)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="export a model to ONNX (float32, or int8 calibrated on images)")
+    p.add_argument("model", nargs="?", default="camvid",
+                   help="built-in weights, registered model, checkpoint or authors' .pth (default: camvid)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--size", default=None, help="input HxW (default: the model's input size), e.g. 360x480")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--calibration", default=None, help="folder of images for int8 calibration")
+    p.add_argument("--calibration-count", type=int, default=30, help="how many images to calibrate on")
+    p.add_argument("--opset", type=int, default=18)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("bench", help="latency of runtimes and precisions, side by side (uint8 image -> labels)")
+    p.add_argument("model", nargs="?", default=None, help="any model source (default: camvid)")
+    p.add_argument("--size", default="360x480", help="input HxW")
+    p.add_argument("--runtime", default="eager,torch", help="comma-separated: eager, torch, onnxruntime, openvino, auto")
+    p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, int8")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--image", default=None, help="image to time on (default: the bundled CamVid sample)")
+    p.add_argument("--calibration", default=None, help="image folder for int8 conversion")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="write the results as JSON")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("profile", help="count parameters and GMACs at an input size")
     p.add_argument("model", help="registered model name or checkpoint path")

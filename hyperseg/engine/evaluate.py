@@ -43,7 +43,8 @@ class _Eval:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, *, mean: Sequence[float], std: Sequence[float], device: torch.device,
+def evaluate(model: nn.Module, dataset, *, mean: Optional[Sequence[float]] = None,
+             std: Optional[Sequence[float]] = None, device: Optional[torch.device] = None,
              batch_size: int = 1, workers: int = 0, flip: bool = False, scales: Sequence[float] = (1.0,),
              window: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
              progress: bool = False, amp_dtype: Optional[torch.dtype] = None,
@@ -52,7 +53,16 @@ def evaluate(model: nn.Module, dataset, *, mean: Sequence[float], std: Sequence[
 
     The model sees each image at its native size, or resized to ``resize`` = (H, W) (the authors'
     Cityscapes protocol); logits are bilinearly resized to the label's size before the argmax.
+    ``model`` is an ``nn.Module`` or a :class:`~hyperseg.runtime.Runtime`; mean/std and device
+    default to the model's own.
     """
+    meta = getattr(model, "meta", {})
+    mean = mean if mean is not None else meta.get("mean")
+    std = std if std is not None else meta.get("std")
+    if mean is None or std is None:
+        raise ValueError("evaluate needs the normalisation: the model has no mean/std in its meta; pass mean= and std=")
+    if device is None:
+        device = getattr(model, "device", None) or next(model.parameters()).device
     scored = check_classes(model, dataset)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     indices = list(range(rank, len(dataset), world))
@@ -71,7 +81,7 @@ def evaluate(model: nn.Module, dataset, *, mean: Sequence[float], std: Sequence[
         logits = logits[:, :scored]
         if logits.shape[-2:] != label.shape[-2:]:
             logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
-        cm.update(logits.argmax(1).cpu(), label)
+        cm.update(logits.max(1).indices.cpu(), label)  # max().indices: argmax's labels, much faster on NCHW
     cm.all_reduce()
     model.train(was_training)
     result = cm.compute(dataset.classes)

@@ -1,20 +1,23 @@
 """Prediction on images, folders, globs and videos: palette label PNGs and colour overlays."""
 from __future__ import annotations
 
+import contextlib
 import glob as globlib
 import os
+import queue
+import threading
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor, nn
 
-from ..checkpoint import load_model
 from ..classes import default_palette
 from ..data.io import IMAGE_EXTENSIONS, DataError, read_image
-from ..data.transforms import normalize
-from ..model import HyperSeg
+from ..errors import HypersegError, require
+from ..runtime import Runtime, load_runtime
 from .inference import predict_logits
 
 __all__ = ["Predictor", "collect_inputs", "VIDEO_EXTENSIONS", "DEFAULT_MODEL"]
@@ -52,39 +55,56 @@ def _save_atomic(img: Image.Image, path: Path) -> None:
 
 
 class Predictor:
-    """Segments RGB images with a model; returns label maps and draws overlays.
+    """Segments RGB images with a model in the fastest available runtime; returns label maps, draws overlays.
 
     Args:
-        model: a model, a checkpoint path, or a built-in weights name (default ``"camvid"``).
+        model: built-in weights name (default ``"camvid"``), registered model, checkpoint, authors'
+            ``.pth``, ``.onnx`` file, model or :class:`~hyperseg.runtime.Runtime`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        runtime: ``"auto"`` (fastest installed), ``"torch"``, ``"onnxruntime"``, ``"openvino"``, ``"eager"``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (default: fp32, or what an ONNX file holds).
         flip / scales / window: test-time augmentation, see ``engine.inference.predict_logits``.
+        calibration: image folder for int8 conversion of a PyTorch model.
+        meta: class names / mean / std for an ONNX file without our metadata.
     """
 
-    def __init__(self, model: Union[HyperSeg, str, Path] = DEFAULT_MODEL, *, device: str = "auto", flip: bool = False,
-                 scales: Sequence[float] = (1.0,), window: Optional[Sequence[int]] = None) -> None:
-        self.model = model if isinstance(model, HyperSeg) else load_model(model)
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
-        self.model.to(self.device).eval()
-        meta = self.model.meta
-        self.mean, self.std = meta.get("mean", [0.485, 0.456, 0.406]), meta.get("std", [0.229, 0.224, 0.225])
-        self.class_names = list(meta.get("class_names") or [str(i) for i in range(self.model.num_classes)])
-        palette = meta.get("palette") or default_palette(self.model.num_classes)
+    def __init__(self, model: Union[nn.Module, Runtime, str, Path] = DEFAULT_MODEL, *, device: str = "auto",
+                 runtime: str = "auto", precision: Optional[str] = None, flip: bool = False,
+                 scales: Sequence[float] = (1.0,), window: Optional[Sequence[int]] = None,
+                 calibration: Optional[str] = None, meta: Optional[dict[str, Any]] = None) -> None:
+        self.runtime = load_runtime(model, runtime=runtime, precision=precision, device=device,
+                                    calibration=calibration, meta=meta)
+        info = self.runtime.meta
+        self.mean, self.std = self.runtime.mean, self.runtime.std
+        self.class_names = list(info.get("class_names") or [str(i) for i in range(self.runtime.num_classes)])
+        palette = info.get("palette") or default_palette(self.runtime.num_classes)
         self.palette = np.array([tuple(c) for c in palette], dtype=np.uint8)
         self.flip, self.scales, self.window = flip, tuple(scales), window
+        # uint8 -> normalised float in one multiply-add: (x / 255 - mean) / std
+        self._scale = (1.0 / (255.0 * torch.tensor(self.std))).view(3, 1, 1)
+        self._shift = (-torch.tensor(self.mean) / torch.tensor(self.std)).view(3, 1, 1)
 
-    @torch.no_grad()
-    def __call__(self, image: Union[np.ndarray, Image.Image, str, Path]) -> np.ndarray:
-        """(H, W) uint8 class indices for an RGB uint8 (H, W, 3) array, PIL image or file."""
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    def preprocess(self, image: Union[np.ndarray, Image.Image, str, Path]) -> Tensor:
+        """An RGB uint8 image (array, PIL image or file) -> normalised (1, 3, H, W) float32."""
         if isinstance(image, (str, Path)):
             image = read_image(image)
         elif isinstance(image, Image.Image):
             image = np.asarray(image.convert("RGB"))
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
-            raise ValueError("expected an RGB uint8 image of shape (H, W, 3)")
-        x = normalize(torch.from_numpy(np.array(image)).permute(2, 0, 1), self.mean, self.std).unsqueeze(0).to(self.device)
-        logits = predict_logits(self.model, x, flip=self.flip, scales=self.scales, window=self.window)
-        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+            raise HypersegError("expected an RGB uint8 image of shape (H, W, 3)")
+        x = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1).float()
+        return torch.addcmul(self._shift, x, self._scale).unsqueeze(0)
+
+    def __call__(self, image: Union[np.ndarray, Image.Image, str, Path]) -> np.ndarray:
+        """(H, W) uint8 class indices for an RGB uint8 (H, W, 3) array, PIL image or file."""
+        logits = predict_logits(self.runtime, self.preprocess(image).to(self.device), flip=self.flip,
+                                scales=self.scales, window=self.window)
+        # max().indices rather than argmax(): same labels, ~10x faster over the class dim of NCHW on CPU
+        return logits.max(1).indices[0].to(torch.uint8).cpu().numpy()
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         return self.palette[np.clip(labels, 0, len(self.palette) - 1)]
@@ -101,7 +121,7 @@ class Predictor:
         return img
 
     def predict_files(self, files: Iterable[Path], out_dir: Union[str, Path], *, alpha: float = 0.5,
-                      progress: bool = True) -> list[Path]:
+                      progress: bool = True, video_labels: bool = False) -> list[Path]:
         """Write ``<stem>.png`` (labels) and ``<stem>_overlay.jpg`` per image, or an overlay video per video."""
         from tqdm import tqdm
 
@@ -111,7 +131,9 @@ class Predictor:
         files = list(files)
         for path in tqdm(files, desc="predict", disable=not progress or len(files) < 2):
             if path.suffix.lower() in VIDEO_EXTENSIONS:
-                written.append(self.predict_video(path, out / f"{path.stem}_overlay.mp4", alpha=alpha))
+                labels_dir = out / f"{path.stem}_labels" if video_labels else None
+                written.append(self.predict_video(path, out / f"{path.stem}_overlay.mp4", alpha=alpha,
+                                                  labels_dir=labels_dir, progress=progress))
                 continue
             image = read_image(path)
             labels = self(image)
@@ -120,33 +142,110 @@ class Predictor:
             written += [out / f"{path.stem}.png", out / f"{path.stem}_overlay.jpg"]
         return written
 
-    def predict_video(self, path: Path, out_path: Path, *, alpha: float = 0.5) -> Path:
-        try:
-            import cv2
-        except ImportError:
-            raise ImportError("video prediction needs OpenCV: pip install 'hyperseg[video]'") from None
+    def predict_video(self, path: Path, out_path: Path, *, alpha: float = 0.5, labels_dir: Optional[Path] = None,
+                      progress: bool = True) -> Path:
+        """Overlay video (and optionally per-frame label PNGs): decoding, inference and encoding overlap."""
+        cv2 = require("cv2", "video", "video prediction")
+        from tqdm import tqdm
+
         cap = cv2.VideoCapture(str(path))
         if not cap.isOpened():
             raise DataError(f"{path}: cannot open the video")
         fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
         tmp = out_path.with_name(f".{out_path.stem}.tmp.mp4")
-        writer = None
+        if labels_dir is not None:
+            labels_dir.mkdir(parents=True, exist_ok=True)
+
+        def frames() -> Iterator[np.ndarray]:
+            try:
+                while True:
+                    ok, frame = cap.read()
+                    if not ok:
+                        return
+                    yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            finally:
+                cap.release()
+
+        writer: list[Any] = []
+
+        def write(item: tuple[int, np.ndarray, np.ndarray]) -> None:
+            index, rgb, labels = item
+            if not writer:
+                h, w = rgb.shape[:2]
+                writer.append(cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h)))
+            writer[0].write(cv2.cvtColor(self.overlay(rgb, labels, alpha), cv2.COLOR_RGB2BGR))
+            if labels_dir is not None:
+                _save_atomic(self.label_image(labels), labels_dir / f"{index:06d}.png")
+
+        bar = tqdm(total=total, desc=path.name, unit="frame", disable=not progress)
         try:
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                blended = self.overlay(rgb, self(rgb), alpha)
-                if writer is None:
-                    h, w = rgb.shape[:2]
-                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                writer.write(cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
+            with _Background(write) as sink:
+                for index, rgb in enumerate(_prefetch(frames())):
+                    sink.put((index, rgb, self(rgb)))
+                    bar.update(1)
         finally:
-            cap.release()
-            if writer is not None:
-                writer.release()
-        if writer is None:
+            bar.close()
+            if writer:
+                writer[0].release()
+        if not writer:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
             raise DataError(f"{path}: the video has no readable frames")
         os.replace(tmp, out_path)
         return out_path
+
+
+def _prefetch(items: Iterator[Any], depth: int = 4) -> Iterator[Any]:
+    """Yield ``items`` produced by a reader thread up to ``depth`` ahead (decoding overlaps inference)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    failure: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for item in items:
+                q.put(item)
+        except BaseException as exc:  # re-raised in the consumer
+            failure.append(exc)
+        finally:
+            q.put(done)
+
+    threading.Thread(target=reader, daemon=True, name="hyperseg-reader").start()
+    while (item := q.get()) is not done:
+        yield item
+    if failure:
+        raise failure[0]
+
+
+class _Background:
+    """Runs ``fn`` on queued items in a writer thread; leaving the block waits for it and re-raises its error."""
+
+    def __init__(self, fn: Callable[[Any], None], depth: int = 4) -> None:
+        self.fn, self.q = fn, queue.Queue(maxsize=depth)
+        self.failure: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True, name="hyperseg-writer")
+
+    def _run(self) -> None:
+        while (item := self.q.get()) is not None:
+            if not self.failure:
+                try:
+                    self.fn(item)
+                except BaseException as exc:
+                    self.failure.append(exc)
+
+    def put(self, item: Any) -> None:
+        if self.failure:
+            raise self.failure[0]
+        self.q.put(item)
+
+    def __enter__(self) -> "_Background":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.failure and exc[0] is None:
+            raise self.failure[0]
+

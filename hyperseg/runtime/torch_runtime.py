@@ -1,13 +1,21 @@
 """The PyTorch runtime: the model prepared for inference (BatchNorm fused, memory layout, bf16 autocast).
 
-Measured on the development CPU (README, "Speed"): fusing BatchNorm removes about half the time
-of the built-in model at 480x360; channels_last made the CPU path slower (oneDNN reorders the
-patch-wise reshapes), so it is used on CUDA only, where cuDNN's NHWC convolutions are the fast
-ones. bf16 autocast is offered where the CPU (AVX-512 bf16 / AMX) or GPU computes bf16 natively.
+What helps, measured on the development CPU at batch 1 (README, "Speed"):
+
+* BatchNorm folded into the convolutions and weight mappers: ~10 % less time.
+* channels_last for the static convolutions (backbone, context head, weight mappers): oneDNN's
+  NHWC kernels take about 0.75x the time. The decoder stays NCHW: its patch reshapes would make
+  NHWC tensors copy twice, and the whole model in channels_last was *slower* than NCHW.
+* The patch-wise 1x1 convolutions as one grouped convolution instead of ``bmm``: at batch 1
+  ``bmm`` over a few hundred small patches falls back to a loop with copies (~0.85x the time).
+
+On CUDA the same preparation applies (NHWC is cuDNN's fast layout); bf16 autocast is offered
+where the CPU (AVX-512 bf16 / AMX) or the GPU computes bf16 natively.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import copy
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +23,7 @@ from torch import Tensor, nn
 from ..errors import HypersegError
 from ..fuse import fuse_bn
 from ..model import HyperSeg
+from ..model.decoder.dpwconv import PatchPointwiseConv
 from ..model.registry import model_cfg
 from .base import Runtime
 
@@ -62,13 +71,24 @@ def runtime_meta(model: nn.Module) -> dict[str, Any]:
     return meta
 
 
-def prepare_for_inference(model: nn.Module, device: torch.device, *, channels_last: Optional[bool] = None) -> nn.Module:
-    """A copy of ``model`` for inference: BatchNorm folded (HyperSeg), on ``device``, in the faster memory layout."""
-    prepared = fuse_bn(model) if isinstance(model, HyperSeg) and not model.meta.get("fused_bn") else model
-    prepared = prepared.eval().to(device)
-    if channels_last if channels_last is not None else device.type == "cuda":
-        prepared = prepared.to(memory_format=torch.channels_last)
-        prepared.channels_last = True
+def prepare_for_inference(model: nn.Module, device: torch.device, *, channels_last: bool = True) -> nn.Module:
+    """A copy of ``model`` for inference: BatchNorm folded, static convs channels_last, grouped patch 1x1 convs.
+
+    It computes the same function as ``model`` in eval mode (up to float rounding). Models that
+    are not HyperSeg are only moved and put in eval mode (and channels_last when asked).
+    """
+    if not isinstance(model, HyperSeg):
+        prepared = copy.deepcopy(model).eval().to(device)
+        return prepared.to(memory_format=torch.channels_last) if channels_last else prepared
+    prepared = fuse_bn(model) if not model.meta.get("fused_bn") else copy.deepcopy(model).eval()
+    prepared = prepared.to(device)
+    if channels_last:
+        for part in (prepared.backbone, prepared.context_head, prepared.weight_mapper):
+            if part is not None:
+                part.to(memory_format=torch.channels_last)
+    for module in prepared.decoder.modules():
+        if isinstance(module, PatchPointwiseConv):
+            module.backend = "grouped"
     for p in prepared.parameters():
         p.requires_grad_(False)
     return prepared
@@ -80,7 +100,7 @@ class TorchRuntime(Runtime):
     name = "torch"
 
     def __init__(self, model: nn.Module, *, device: Any = "auto", precision: str = "fp32",
-                 channels_last: Optional[bool] = None, prepare: bool = True) -> None:
+                 channels_last: bool = True, prepare: bool = True) -> None:
         super().__init__(runtime_meta(model), precision)
         self.device = resolve_device(device)
         if precision == "int8":
@@ -93,7 +113,7 @@ class TorchRuntime(Runtime):
             raise HypersegError(f"precision {precision!r} is not one of fp32, bf16, int8")
         self.model = prepare_for_inference(model, self.device, channels_last=channels_last) if prepare \
             else model.eval().to(self.device)
-        self.channels_last = bool(getattr(self.model, "channels_last", False))
+        self.channels_last = channels_last and prepare
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.infer(x)
@@ -113,6 +133,8 @@ class EagerRuntime(TorchRuntime):
     name = "eager"
 
     def __init__(self, model: nn.Module, *, device: Any = "auto", precision: str = "fp32") -> None:
+        if precision != "fp32":
+            raise HypersegError(f"the eager reference runs in fp32 only, not {precision}; use --runtime torch")
         super().__init__(model, device=device, precision=precision, prepare=False)
 
     def infer(self, x: Tensor) -> Tensor:

@@ -1,0 +1,157 @@
+"""Latency benchmark in the paper's protocol: batch 1, uint8 image in host memory -> label map in host memory.
+
+Candidates (runtime x precision) are warmed up, then timed in interleaved rounds whose order
+alternates, so that drift of the machine (turbo, other load) hits all of them alike. The model
+alone (normalised tensor in, logits out) is timed the same way. On CUDA, times include the
+upload, synchronisation and download.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.io import read_image
+from ..data.transforms import normalize
+from ..errors import HypersegError
+from .inference import predict_logits
+from .predict import Predictor
+
+__all__ = ["benchmark", "machine_info", "format_report"]
+
+_ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("torch", "onnxruntime", "openvino", "timm"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "versions": versions}
+
+
+def _image(path: Optional[Union[str, Path]], size: tuple[int, int]) -> np.ndarray:
+    """The benchmark's input: a real image (default: the bundled CamVid sample) resized to ``size``."""
+    img = read_image(path or _ASSETS / "camvid_sample_1.png")
+    if img.shape[:2] != size:
+        img = np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.BILINEAR))
+    return img
+
+
+def _stats(times: Sequence[float]) -> dict[str, float]:
+    ms = sorted(t * 1e3 for t in times)
+    return {"median": statistics.median(ms), "min": ms[0], "p90": ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]}
+
+
+def _interleaved(fns: Sequence[Callable[[], Any]], rounds: int, sync: Callable[[], None]) -> list[list[float]]:
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(rounds):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            start = time.perf_counter()
+            fns[i]()
+            sync()
+            times[i].append(time.perf_counter() - start)
+    return times
+
+
+def _legacy_path(predictor: Predictor, img: np.ndarray) -> Callable[[], np.ndarray]:
+    """The "eager" reference end to end as Predictor ran before the runtimes existed: the model as
+    built, ``normalize`` from the data transforms and ``argmax(1)``."""
+    def run() -> np.ndarray:
+        x = normalize(torch.from_numpy(np.array(img)).permute(2, 0, 1), predictor.mean, predictor.std).unsqueeze(0)
+        with torch.no_grad():
+            logits = predict_logits(predictor.runtime.model, x.to(predictor.device))
+        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    return run
+
+
+def benchmark(model: Union[str, Path, torch.nn.Module], *, size: Sequence[int] = (360, 480),
+              candidates: Sequence[tuple[str, str]] = (("eager", "fp32"), ("torch", "fp32")), rounds: int = 15,
+              warmup: int = 3, image: Optional[Union[str, Path]] = None, device: str = "auto",
+              calibration: Optional[str] = None, progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Time every (runtime, precision) candidate on one image; the first one is the reference for ratios."""
+    size = (int(size[0]), int(size[1]))
+    if rounds < 1 or warmup < 0:
+        raise HypersegError(f"--rounds {rounds} / --warmup {warmup}: expected rounds >= 1 and warmup >= 0")
+    img = _image(image, size)
+    predictors: list[Predictor] = []
+    entries: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for runtime, precision in candidates:
+        start = time.perf_counter()
+        try:
+            predictor = Predictor(model, runtime=runtime, precision=precision, device=device, calibration=calibration)
+        except HypersegError as exc:  # a combination this machine or runtime does not offer
+            skipped.append({"runtime": runtime, "precision": precision, "reason": str(exc)})
+            if progress:
+                progress(f"skipped: {runtime} {precision}: {exc}")
+            continue
+        labels = predictor(img)  # converts (and caches) on first use
+        setup = time.perf_counter() - start
+        predictors.append(predictor)
+        entries.append({"runtime": predictor.runtime.name, "requested_runtime": runtime, "precision": precision,
+                        "setup_s": round(setup, 3), "conversion_s": round(predictor.runtime.conversion_seconds, 3),
+                        "labels": labels})
+        if progress:
+            progress(f"ready: {predictor.runtime.describe()} ({setup:.1f} s to load/convert)")
+    if not predictors:
+        raise HypersegError("none of the requested runtime/precision combinations can run here: "
+                            + "; ".join(s["reason"] for s in skipped))
+    sync = torch.cuda.synchronize if any(p.device.type == "cuda" for p in predictors) else (lambda: None)
+    inputs = [p.preprocess(img).to(p.device) for p in predictors]
+    end_to_end = [_legacy_path(p, img) if p.runtime.name == "eager" else (lambda p=p: p(img)) for p in predictors]
+    model_only = [lambda p=p, x=x: p.runtime(x) for p, x in zip(predictors, inputs)]
+    for fns in (end_to_end, model_only):
+        for _ in range(warmup):
+            for fn in fns:
+                fn()
+        sync()
+    e2e_times = _interleaved(end_to_end, rounds, sync)
+    model_times = _interleaved(model_only, rounds, sync)
+    reference = entries[0]["labels"]
+    for entry, e2e, alone in zip(entries, e2e_times, model_times):
+        labels = entry.pop("labels")
+        entry["end_to_end_ms"] = _stats(e2e)
+        entry["model_ms"] = _stats(alone)
+        entry["fps"] = 1e3 / entry["end_to_end_ms"]["median"]
+        entry["ratio"] = entry["end_to_end_ms"]["median"] / entries[0]["end_to_end_ms"]["median"]
+        entry["label_agreement"] = float((labels == reference).mean())
+    return {"model": str(model) if not isinstance(model, torch.nn.Module) else type(model).__name__,
+            "size": list(size), "batch": 1, "rounds": rounds, "warmup": warmup, "machine": machine_info(),
+            "entries": entries, "skipped": skipped}
+
+
+def format_report(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    lines = [f"machine: {m['cpu']} ({m['machine']}, {m['cores']} cores, {m['torch_threads']} torch threads"
+             f"{', ' + m['gpu'] if m['gpu'] else ''}); {versions}",
+             f"{result['model']} at {result['size'][1]}x{result['size'][0]}, batch 1, uint8 image -> label map, "
+             f"median of {result['rounds']} interleaved rounds",
+             f"  {'runtime':<12} {'precision':<9} {'median':>9} {'min':>9} {'p90':>9} {'FPS':>7} {'ratio':>7} "
+             f"{'model only':>11} {'labels =':>9}"]
+    for e in result["entries"]:
+        t = e["end_to_end_ms"]
+        lines.append(f"  {e['runtime']:<12} {e['precision']:<9} {t['median']:7.1f}ms {t['min']:7.1f}ms {t['p90']:7.1f}ms "
+                     f"{e['fps']:7.1f} {e['ratio']:6.2f}x {e['model_ms']['median']:9.1f}ms {e['label_agreement'] * 100:8.2f}%")
+    return "\n".join(lines)
