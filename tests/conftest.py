@@ -11,6 +11,20 @@ REFERENCE = SHARED / "reference"
 CAMVID = SHARED / "data" / "camvid"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _converted_model_cache(tmp_path_factory):
+    """Models converted for onnxruntime/OpenVINO go to a temporary cache, not the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("HYPERSEG_CACHE")
+    os.environ["HYPERSEG_CACHE"] = str(tmp_path_factory.mktemp("hyperseg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("HYPERSEG_CACHE", None)
+    else:
+        os.environ["HYPERSEG_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

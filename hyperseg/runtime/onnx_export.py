@@ -38,16 +38,17 @@ class ExportError(HypersegError):
 
 
 def _failing_op(exc: BaseException) -> str:
-    """The operation an exporter error is about, e.g. ``aten::histc``, or the error's first line."""
-    text = f"{exc}"
-    for cause in (exc.__cause__, exc.__context__):
-        if cause is not None:
-            text += f"\n{cause}"
-    match = re.search(r"(aten[.:]{1,2}[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)", text)
+    """The operation an exporter error is about (``prims.zeta``, ``aten::histc``), or the error's first line."""
+    texts, seen = [], set()
+    while exc is not None and id(exc) not in seen:  # the exporter nests the useful message in the chain
+        seen.add(id(exc))
+        texts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    match = re.search(r"\b((?:aten|prims)(?:\.|::)[A-Za-z0-9_]+)", "\n".join(texts))
     if match:
-        return f"operation {match.group(1)} has no ONNX conversion"
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    return first[:300]
+        return f"the operation {match.group(1)} has no ONNX conversion"
+    first = next((line.strip() for line in texts[-1].splitlines() if line.strip()), "unknown error")
+    return re.sub(r"\x1b\[[0-9;]*m", "", first)[:300]
 
 
 def write_onnx_meta(model_proto: Any, meta: dict[str, Any]) -> None:

@@ -50,7 +50,7 @@ class _Reader:
         path = next(self._it, None)
         if path is None:
             return None
-        x = normalize(torch.from_numpy(read_image(path)).permute(2, 0, 1), self.mean, self.std).unsqueeze(0)
+        x = normalize(torch.from_numpy(read_image(path).copy()).permute(2, 0, 1), self.mean, self.std).unsqueeze(0)
         x, _ = fit_input(x, self.size)
         return {self.input_name: x.numpy()}
 
