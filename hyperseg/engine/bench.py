@@ -22,6 +22,7 @@ from PIL import Image
 from ..data.io import read_image
 from ..data.transforms import normalize
 from ..errors import HypersegError
+from ..runtime import resolve_model
 from .inference import predict_logits
 from .predict import Predictor
 
@@ -85,7 +86,7 @@ def _legacy_path(predictor: Predictor, img: np.ndarray) -> Callable[[], np.ndarr
     return run
 
 
-def benchmark(model: Union[str, Path, torch.nn.Module], *, size: Sequence[int] = (360, 480),
+def benchmark(source: Union[str, Path, torch.nn.Module], *, size: Sequence[int] = (360, 480),
               candidates: Sequence[tuple[str, str]] = (("eager", "fp32"), ("torch", "fp32")), rounds: int = 15,
               warmup: int = 3, image: Optional[Union[str, Path]] = None, device: str = "auto",
               calibration: Optional[str] = None, progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
@@ -94,6 +95,9 @@ def benchmark(model: Union[str, Path, torch.nn.Module], *, size: Sequence[int] =
     if rounds < 1 or warmup < 0:
         raise HypersegError(f"--rounds {rounds} / --warmup {warmup}: expected rounds >= 1 and warmup >= 0")
     img = _image(image, size)
+    model = source
+    if not str(model).lower().endswith(".onnx"):
+        model = resolve_model(model)  # once: every candidate runs the same weights (registered models are random)
     predictors: list[Predictor] = []
     entries: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
@@ -136,7 +140,7 @@ def benchmark(model: Union[str, Path, torch.nn.Module], *, size: Sequence[int] =
         entry["fps"] = 1e3 / entry["end_to_end_ms"]["median"]
         entry["ratio"] = entry["end_to_end_ms"]["median"] / entries[0]["end_to_end_ms"]["median"]
         entry["label_agreement"] = float((labels == reference).mean())
-    return {"model": str(model) if not isinstance(model, torch.nn.Module) else type(model).__name__,
+    return {"model": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
             "size": list(size), "batch": 1, "rounds": rounds, "warmup": warmup, "machine": machine_info(),
             "entries": entries, "skipped": skipped}
 
