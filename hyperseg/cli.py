@@ -291,6 +291,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     func: Callable[[argparse.Namespace], None] = args.func
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="hyperseg: %(message)s", stream=sys.stderr)
+    logging.getLogger("hyperseg").setLevel(logging.INFO)  # one-time conversions say what they cost
     try:
         func(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError, ImportError,

@@ -280,3 +280,16 @@ def test_bad_runtime_and_precision_values(capsys):
     assert "--precision 'fp8'" in capsys.readouterr().err
     assert cli_main(["bench", "--size", "axb"]) == 2
     assert "--size 'axb'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_int8_val_miou_within_half_a_point(tmp_path, camvid_root):
+    """The acceptance check behind the README's int8 row (about 3 minutes)."""
+    out = tmp_path / "camvid_int8.onnx"
+    assert cli_main(["export", "camvid", "--out", str(out), "--precision", "int8",
+                     "--calibration", str(camvid_root / "train")]) == 0
+    fp32 = hyperseg.load_model("camvid").meta["val_miou"]
+    metrics = tmp_path / "m.json"
+    assert cli_main(["eval", str(out), "--data", str(camvid_root), "--runtime", "onnxruntime", "--workers", "0",
+                     "--out", str(metrics)]) == 0
+    assert abs(json.loads(metrics.read_text())["miou"] - fp32) <= 0.005

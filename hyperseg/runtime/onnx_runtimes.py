@@ -1,6 +1,7 @@
 """ONNX models in onnxruntime and OpenVINO, and PyTorch models converted for them on first use."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -17,6 +18,7 @@ from .torch_runtime import runtime_meta
 __all__ = ["OnnxRuntimeRuntime", "OpenVinoRuntime", "ConvertedRuntime", "ONNX_RUNTIMES", "onnx_file_meta"]
 
 _REQUIRED = ("class_names", "mean", "std")
+_log = logging.getLogger("hyperseg")
 
 
 def onnx_file_meta(path: Path, overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -159,6 +161,9 @@ class ConvertedRuntime(Runtime):
             path, seconds = cached_onnx(self.model, target, "int8" if self.precision == "int8" else "fp32",
                                         calibration=self.calibration, calibration_count=self.calibration_count)
             self.conversion_seconds += seconds
+            if seconds:
+                _log.info("converted the model for %s at %dx%d (%s) in %.1f s, cached as %s",
+                          self.name, target[0], target[1], self.precision, seconds, path)
             self.engines[target] = self.engine_cls(path, precision=self.precision)
         return self.engines[target]
 

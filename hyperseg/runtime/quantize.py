@@ -5,6 +5,8 @@ result runs in onnxruntime and in OpenVINO, which both execute QDQ graphs with i
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
@@ -58,15 +60,39 @@ class _Reader:
         self._it = None
 
 
+def _nodes_in_scopes(proto, scopes: Sequence[str]) -> list[str]:
+    """Names of the nodes that the exporter recorded as coming from one of the module ``scopes``."""
+    names = []
+    for node in proto.graph.node:
+        recorded = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        if recorded is not None and any(s.strip("'\" ") in scopes for s in recorded.strip("[]").split(",")):
+            names.append(node.name)
+    return names
+
+
+# The patch-wise decoder and the weight mappers stay in float: the decoder's convolution weights
+# are computed per image, so int8 would quantise them as activations, with one range for all
+# patches; measured on CamVid val this cost more mIoU than the rest of the network together.
+FLOAT_SCOPES = ("decoder", "weight_mapper")
+
+
 def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calibration: Union[str, Path], *,
-                  count: int = 30) -> Path:
-    """Write an int8 QDQ copy of ``fp32_path`` calibrated on ``count`` images of the folder ``calibration``."""
+                  count: int = 30, float_scopes: Sequence[str] = FLOAT_SCOPES, method: str = "percentile") -> Path:
+    """Write an int8 QDQ copy of ``fp32_path`` calibrated on ``count`` images of the folder ``calibration``.
+
+    Nodes exported from the modules in ``float_scopes`` are left in float32. Activation ranges are
+    the 0.01/99.99 percentiles (``"percentile"``) or the extremes (``"minmax"``) seen in calibration;
+    on CamVid val the percentiles lost 0.36 mIoU in onnxruntime where min/max lost 0.53.
+    """
     onnx = require("onnx", "onnx", "int8 quantisation")
     quant = require("onnxruntime.quantization", "onnx", "int8 quantisation")
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     meta = read_onnx_meta(fp32_path)
     if not meta.get("input_size"):
-        raise HypersegError(f"{fp32_path}: int8 calibration needs a fixed-size model; export it without --dynamic")
+        raise HypersegError(f"{fp32_path}: int8 calibration needs the input size in the hyperseg metadata")
+    methods = {"minmax": quant.CalibrationMethod.MinMax, "percentile": quant.CalibrationMethod.Percentile}
+    if method not in methods:
+        raise HypersegError(f"calibration method {method!r}: expected one of {', '.join(methods)}")
     files = calibration_files(calibration, count)
     size = (int(meta["input_size"][0]), int(meta["input_size"][1]))
     with tempfile.TemporaryDirectory(prefix="hyperseg-quant-") as tmp:
@@ -74,11 +100,15 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
         quant.quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
         reader = _Reader(files, "image", size, meta["mean"], meta["std"])
         staged = Path(tmp) / "int8.onnx"
-        quant.quantize_static(str(prepped), str(staged), reader, quant_format=quant.QuantFormat.QDQ,
-                              per_channel=True, activation_type=quant.QuantType.QUInt8,
-                              weight_type=quant.QuantType.QInt8, calibrate_method=quant.CalibrationMethod.MinMax)
+        # names survive pre-processing, the scope metadata does not: read it from the exported file
+        exclude = _nodes_in_scopes(onnx.load(str(fp32_path), load_external_data=False), float_scopes)
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its histogram settings
+            quant.quantize_static(str(prepped), str(staged), reader, quant_format=quant.QuantFormat.QDQ,
+                                  nodes_to_exclude=exclude, per_channel=True,
+                                  activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
+                                  calibrate_method=methods[method], extra_options={"CalibPercentile": 99.99})
         proto = onnx.load(str(staged))
     write_onnx_meta(proto, {**meta, "precision": "int8",
-                            "calibration": {"folder": str(calibration), "images": len(files)}})
+                            "calibration": {"folder": str(calibration), "images": len(files), "method": method}})
     return atomic_save_onnx(proto, out_path)
 
