@@ -148,15 +148,20 @@ def _cmd_export(args: argparse.Namespace) -> None:
     import time
     from pathlib import Path
 
-    from .runtime import export_onnx, quantize_onnx, resolve_model
+    from .runtime import export_onnx, quantize_onnx, read_onnx_meta, resolve_model
+    from .runtime.quantize import calibration_files
 
     out = Path(args.out)
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"--out {out}: expected a file name ending in .onnx")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"--out {out} already exists; choose another name or pass --overwrite")
     if args.precision == "int8" and not args.calibration:
         raise ValueError("--precision int8 needs --calibration DIR: a folder of images to calibrate on")
     if args.precision != "int8" and args.calibration:
         raise ValueError("--calibration is only used with --precision int8")
+    if args.calibration:
+        calibration_files(args.calibration, args.calibration_count)  # a bad folder fails before the export
     model = resolve_model(args.model)
     size = _parse_pair(args.size, "--size")
     start = time.perf_counter()
@@ -166,8 +171,6 @@ def _cmd_export(args: argparse.Namespace) -> None:
             quantize_onnx(fp32, out, args.calibration, count=args.calibration_count)
     else:
         export_onnx(model, out, size=size, opset=args.opset, source=args.model)
-    from .runtime import read_onnx_meta
-
     meta = read_onnx_meta(out)
     h, w = meta["input_size"]
     print(f"wrote {out} ({meta['precision']}, input 1x3x{h}x{w}, {meta['num_classes']} classes, "
@@ -261,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", default=None, help="folder of images for int8 calibration")
     p.add_argument("--calibration-count", type=int, default=30, help="how many images to calibrate on")
     p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="latency of runtimes and precisions, side by side (uint8 image -> labels)")

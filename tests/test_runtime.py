@@ -293,3 +293,12 @@ def test_int8_val_miou_within_half_a_point(tmp_path, camvid_root):
     assert cli_main(["eval", str(out), "--data", str(camvid_root), "--runtime", "onnxruntime", "--workers", "0",
                      "--out", str(metrics)]) == 0
     assert abs(json.loads(metrics.read_text())["miou"] - fp32) <= 0.005
+
+
+def test_export_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "mine.onnx"
+    out.write_bytes(b"the user's own file")
+    assert cli_main(["export", "camvid", "--out", str(out), "--size", "64x64"]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == b"the user's own file"
+    assert cli_main(["export", "camvid", "--out", str(out), "--size", "64x64", "--overwrite"]) == 0
+    assert read_onnx_meta(out)["input_size"] == [64, 64]

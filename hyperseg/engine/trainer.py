@@ -23,20 +23,12 @@ from ..data import build_dataset
 from ..data.sampler import KeyedDataset, StepSampler
 from ..data.transforms import TrainTransform
 from ..model import HyperSeg, create_model, list_models
+from ..runtime.torch_runtime import resolve_device
 from .config import RunConfig
 from .evaluate import evaluate
 from .losses import build_loss
 
 __all__ = ["train", "resolve_device", "build_model_for"]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
