@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+import hyperseg
 
 from hyperseg.data.sampler import StepSampler
 from hyperseg.data.transforms import TrainTransform, sample_generator
@@ -163,3 +166,34 @@ def test_recipes_load_and_build(recipe):
                   sample_generator(0, 0))
     if cfg.data.crop_size and not cfg.data.pad_only:
         assert tuple(img.shape[-2:]) == tuple(cfg.data.crop_size) == tuple(lbl.shape)
+
+
+def test_predict_never_replaces_an_input(tmp_path, capsys):
+    from hyperseg.cli import main as cli_main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sample = sorted((Path(hyperseg.__file__).parent / "assets").glob("*.png"))[0]
+    original = sample.read_bytes()
+    (photos / "photo.png").write_bytes(original)
+    assert cli_main(["predict", str(photos), "--out", str(photos), "--runtime", "torch"]) == 2
+    assert "would replace the input" in capsys.readouterr().err
+    assert (photos / "photo.png").read_bytes() == original and sorted(p.name for p in photos.iterdir()) == ["photo.png"]
+
+
+def test_same_stem_inputs_get_distinct_outputs(tmp_path):
+    from hyperseg.cli import main as cli_main
+    from hyperseg.engine.predict import output_names
+
+    assert output_names([Path("a/x.png"), Path("a/x.jpg"), Path("b/x.png"), Path("y.png")]) == \
+        ["x_png_1", "x_jpg", "x_png_2", "y"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sample = sorted((Path(hyperseg.__file__).parent / "assets").glob("*.png"))
+    Image.open(sample[0]).save(photos / "scene.png")
+    Image.open(sample[1]).convert("RGB").save(photos / "scene.jpg", quality=95)
+    out = tmp_path / "out"
+    assert cli_main(["predict", str(photos), "--out", str(out), "--runtime", "torch"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["scene_jpg.png", "scene_jpg_overlay.jpg",
+                                                     "scene_png.png", "scene_png_overlay.jpg"]
+    assert not np.array_equal(np.asarray(Image.open(out / "scene_png.png")), np.asarray(Image.open(out / "scene_jpg.png")))

@@ -20,7 +20,7 @@ from ..errors import HypersegError, require
 from ..runtime import Runtime, load_runtime
 from .inference import predict_logits
 
-__all__ = ["Predictor", "collect_inputs", "VIDEO_EXTENSIONS", "DEFAULT_MODEL"]
+__all__ = ["Predictor", "collect_inputs", "output_names", "VIDEO_EXTENSIONS", "DEFAULT_MODEL"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 DEFAULT_MODEL = "camvid"
@@ -46,6 +46,27 @@ def collect_inputs(source: Union[str, Path]) -> list[Path]:
             raise DataError(f"{text}: the pattern matches no images")
         return files
     raise DataError(f"{path}: file not found")
+
+
+def output_names(files: Sequence[Path]) -> list[str]:
+    """One unique output name per input: its stem, then ``<stem>_<ext>`` where stems repeat
+    (``scene.png`` and ``scene.jpg``), then a counter where even those repeat (same name in two folders)."""
+    stems = [p.stem for p in files]
+    names = [f"{p.stem}_{p.suffix.lstrip('.').lower()}" if stems.count(p.stem) > 1 else p.stem for p in files]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if names.count(name) == 1 else f"{name}_{seen[name]}")
+    return unique
+
+
+def _refuse_overwriting_inputs(inputs: Sequence[Path], outputs: Sequence[Path], out_dir: Path) -> None:
+    originals = {p.resolve(): p for p in inputs}
+    for target in outputs:
+        if target.resolve() in originals:
+            raise HypersegError(f"--out {out_dir}: writing {target.name} there would replace the input "
+                                f"{originals[target.resolve()]}; choose another output folder")
 
 
 def _save_atomic(img: Image.Image, path: Path) -> None:
@@ -122,24 +143,36 @@ class Predictor:
 
     def predict_files(self, files: Iterable[Path], out_dir: Union[str, Path], *, alpha: float = 0.5,
                       progress: bool = True, video_labels: bool = False) -> list[Path]:
-        """Write ``<stem>.png`` (labels) and ``<stem>_overlay.jpg`` per image, or an overlay video per video."""
+        """Write ``<name>.png`` (labels) and ``<name>_overlay.jpg`` per image, or an overlay video per video.
+
+        ``<name>`` is the input's stem, made unique when stems repeat (see :func:`output_names`).
+        Refuses before writing anything if an output would replace one of the inputs.
+        """
         from tqdm import tqdm
 
         out = Path(out_dir)
+        files = list(files)
+        plan = {}
+        for path, name in zip(files, output_names(files)):
+            if path.suffix.lower() in VIDEO_EXTENSIONS:
+                plan[path] = [out / f"{name}_overlay.mp4"]
+            else:
+                plan[path] = [out / f"{name}.png", out / f"{name}_overlay.jpg"]
+        _refuse_overwriting_inputs(files, [p for paths in plan.values() for p in paths], out)
         out.mkdir(parents=True, exist_ok=True)
         written = []
-        files = list(files)
         for path in tqdm(files, desc="predict", disable=not progress or len(files) < 2):
+            targets = plan[path]
             if path.suffix.lower() in VIDEO_EXTENSIONS:
-                labels_dir = out / f"{path.stem}_labels" if video_labels else None
-                written.append(self.predict_video(path, out / f"{path.stem}_overlay.mp4", alpha=alpha,
-                                                  labels_dir=labels_dir, progress=progress))
+                labels_dir = targets[0].with_name(targets[0].name.replace("_overlay.mp4", "_labels")) if video_labels else None
+                written.append(self.predict_video(path, targets[0], alpha=alpha, labels_dir=labels_dir,
+                                                  progress=progress))
                 continue
             image = read_image(path)
             labels = self(image)
-            _save_atomic(self.label_image(labels), out / f"{path.stem}.png")
-            _save_atomic(Image.fromarray(self.overlay(image, labels, alpha)), out / f"{path.stem}_overlay.jpg")
-            written += [out / f"{path.stem}.png", out / f"{path.stem}_overlay.jpg"]
+            _save_atomic(self.label_image(labels), targets[0])
+            _save_atomic(Image.fromarray(self.overlay(image, labels, alpha)), targets[1])
+            written += targets
         return written
 
     def predict_video(self, path: Path, out_path: Path, *, alpha: float = 0.5, labels_dir: Optional[Path] = None,
