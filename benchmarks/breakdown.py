@@ -15,7 +15,6 @@ import time
 from collections import defaultdict
 
 import numpy as np
-import torch
 
 from hyperseg.engine.bench import machine_info
 from hyperseg.engine.predict import Predictor
@@ -66,7 +65,7 @@ def main() -> None:
     m = machine_info()
     print(f"machine: {m['cpu']}, {m['torch_threads']} threads, torch {m['versions'].get('torch')}")
     print(f"{args.model} at {w}x{h}, {'eager' if args.eager else 'torch fast path'}, median of {args.runs}")
-    print(f"| stage | ms | share of forward |\n|---|---|---|")
+    print("| stage | ms | share of forward |\n|---|---|---|")
     for k, v in med.items():
         if k != "forward":
             share = f"{v / med['forward'] * 100:.1f} %" if k not in ("pre-processing", "argmax(1)", "max(1).indices") else ""

@@ -101,9 +101,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     model = load_runtime(args.model or DEFAULT_MODEL, **_runtime_options(args))
     print(f"model: {model.describe()}", file=sys.stderr)
     dataset = build_dataset(args.dataset, args.data, args.split, classes_file=args.classes_file)
-    scales = _parse_floats(args.scales, "--scales") if args.scales else [1.0]
-    metrics = evaluate(model, dataset, batch_size=args.batch_size, workers=args.workers, flip=args.flip,
-                       scales=scales, window=_parse_pair(args.window), progress=True)
+    metrics = evaluate(model, dataset, batch_size=args.batch_size, workers=args.workers, progress=True,
+                       **_tta_options(args))
     matrix = metrics.pop("confusion_matrix")
     width = max(len(n) for n in metrics["per_class_iou"])
     for name, iou in metrics["per_class_iou"].items():
@@ -134,9 +133,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         files = sorted((Path(__file__).resolve().parent / "assets").glob("*.png"))[:1]
         if not files:
             raise ValueError("no input given and no bundled sample image found")
-    scales = _parse_floats(args.scales, "--scales") if args.scales else [1.0]
-    predictor = Predictor(args.model or DEFAULT_MODEL, flip=args.flip, scales=scales,
-                          window=_parse_pair(args.window), **_runtime_options(args))
+    predictor = Predictor(args.model or DEFAULT_MODEL, **_tta_options(args), **_runtime_options(args))
     print(f"model: {predictor.runtime.describe()}", file=sys.stderr)
     written = predictor.predict_files(files, args.out, alpha=args.alpha, video_labels=args.video_labels)
     for path in written:
@@ -197,6 +194,18 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
 
 
+def _add_tta_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--flip", action="store_true", help="test-time horizontal flip")
+    p.add_argument("--scales", default=None, help="test-time scales, e.g. 0.75,1,1.25")
+    p.add_argument("--window", default=None, help="sliding window HxW, e.g. 512x512")
+
+
+def _tta_options(args: argparse.Namespace) -> dict:
+    """flip / scales / window as Predictor and evaluate take them."""
+    scales = _parse_floats(args.scales, "--scales") if args.scales else [1.0]
+    return dict(flip=args.flip, scales=scales, window=_parse_pair(args.window))
+
+
 def _add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", default="auto", help="auto (fastest installed) | torch | onnxruntime | openvino | eager")
     p.add_argument("--precision", default=None, help="fp32 | bf16 | int8 (default: fp32, or what an .onnx file holds)")
@@ -235,9 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes-file", default=None, help="class list YAML (folder datasets)")
     p.add_argument("--out", default=None, help="write metrics JSON here")
     p.add_argument("--confusion-image", default=None, help="save the confusion matrix as a PNG")
-    p.add_argument("--flip", action="store_true", help="test-time horizontal flip")
-    p.add_argument("--scales", default=None, help="test-time scales, e.g. 0.75,1,1.25")
-    p.add_argument("--window", default=None, help="sliding window HxW, e.g. 512x512")
+    _add_tta_arguments(p)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
     _add_runtime_arguments(p)
@@ -248,9 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="checkpoint, authors' .pth, or built-in name (default: camvid)")
     p.add_argument("--out", default="hyperseg_out", help="output folder")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
-    p.add_argument("--flip", action="store_true", help="test-time horizontal flip")
-    p.add_argument("--scales", default=None, help="test-time scales, e.g. 0.75,1,1.25")
-    p.add_argument("--window", default=None, help="sliding window HxW, e.g. 512x512")
+    _add_tta_arguments(p)
     p.add_argument("--video-labels", action="store_true", help="for videos, also write per-frame label PNGs")
     _add_runtime_arguments(p)
     p.set_defaults(func=_cmd_predict)

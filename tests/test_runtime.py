@@ -4,7 +4,6 @@ Oracles: the eager PyTorch model (float64 for the prepared model, float32 for ON
 padding/cropping, and frames decoded back from the video the test wrote.
 """
 import json
-import math
 from pathlib import Path
 
 import numpy as np

@@ -152,19 +152,16 @@ class Predictor:
 
         out = Path(out_dir)
         files = list(files)
-        plan = {}
-        for path, name in zip(files, output_names(files)):
-            if path.suffix.lower() in VIDEO_EXTENSIONS:
-                plan[path] = [out / f"{name}_overlay.mp4"]
-            else:
-                plan[path] = [out / f"{name}.png", out / f"{name}_overlay.jpg"]
+        names = dict(zip(files, output_names(files)))
+        plan = {path: [out / f"{name}_overlay.mp4"] if path.suffix.lower() in VIDEO_EXTENSIONS
+                else [out / f"{name}.png", out / f"{name}_overlay.jpg"] for path, name in names.items()}
         _refuse_overwriting_inputs(files, [p for paths in plan.values() for p in paths], out)
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for path in tqdm(files, desc="predict", disable=not progress or len(files) < 2):
             targets = plan[path]
             if path.suffix.lower() in VIDEO_EXTENSIONS:
-                labels_dir = targets[0].with_name(targets[0].name.replace("_overlay.mp4", "_labels")) if video_labels else None
+                labels_dir = out / f"{names[path]}_labels" if video_labels else None
                 written.append(self.predict_video(path, targets[0], alpha=alpha, labels_dir=labels_dir,
                                                   progress=progress))
                 continue

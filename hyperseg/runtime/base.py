@@ -8,7 +8,7 @@ the PyTorch model pads its input, so their outputs equal the PyTorch model's.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,8 +87,10 @@ class Runtime:
 
     def __call__(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised float -> (B, C, H, W) float32 logits."""
-        return torch.cat([self.infer(x[i : i + 1].float()) for i in range(x.shape[0])]) if x.shape[0] != 1 \
-            else self.infer(x.float())
+        x = x.float()
+        if x.shape[0] == 1:
+            return self.infer(x)
+        return torch.cat([self.infer(x[i : i + 1]) for i in range(x.shape[0])])  # exported models take batch 1
 
     def infer(self, x: Tensor) -> Tensor:
         """One image (1, 3, H, W) -> logits (1, C, H, W)."""
@@ -100,6 +102,3 @@ class Runtime:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
 
-
-def optional_size(value: Any) -> Optional[tuple[int, int]]:
-    return None if value is None else (int(value[0]), int(value[1]))

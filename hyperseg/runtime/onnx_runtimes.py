@@ -144,7 +144,8 @@ class ConvertedRuntime(Runtime):
         self.engine_cls = ONNX_RUNTIMES[runtime]
         require("onnx", "onnx", "converting a model for onnxruntime or OpenVINO")
         require("onnxscript", "onnx", "converting a model for onnxruntime or OpenVINO")
-        require(*(("openvino", "openvino") if runtime == "openvino" else ("onnxruntime", "onnx")), f"the {runtime} runtime")
+        module, extra = {"openvino": ("openvino", "openvino"), "onnxruntime": ("onnxruntime", "onnx")}[runtime]
+        require(module, extra, f"the {runtime} runtime")
         if precision == "int8" and calibration is None:
             raise HypersegError("precision int8 needs calibration images: give --calibration DIR (a folder of images)")
         if precision == "bf16" and runtime == "onnxruntime":
