@@ -159,6 +159,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         elapsed = float(ckpt["meta"].get("train_seconds", 0.0))
         _set_rng_state(state["rng"])
     model.to(device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
     if cfg.train.sync_bn and distributed and device.type != "cuda":
         raise ValueError("train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
                          "on CPU each process keeps its own BatchNorm statistics")
@@ -225,6 +227,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     metrics = None
     for images, labels in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         sync = micro == cfg.optim.accum_steps - 1 or not distributed
         ctx = net.no_sync() if distributed and not sync else contextlib.nullcontext()
         with ctx:
@@ -257,7 +261,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             logger.log(step, "train", values)
             seen_t, seen_n = time.time(), 0
         running = []
-        if step % cfg.train.val_interval == 0 or step == max_iters:
+        interval = cfg.train.val_interval
+        if step == max_iters or (interval > 0 and step % interval == 0):
             metrics = validate(step)
             save(step, metrics)
         elif step % cfg.train.ckpt_interval == 0:
