@@ -159,18 +159,24 @@ def _cmd_export(args: argparse.Namespace) -> None:
         raise ValueError("--calibration is only used with --precision int8")
     if args.calibration:
         calibration_files(args.calibration, args.calibration_count)  # a bad folder fails before the export
+    if args.dynamic and args.size:
+        raise ValueError("--size and --dynamic exclude each other: a --dynamic file takes any size")
     model = resolve_model(args.model)
     size = _parse_pair(args.size, "--size")
     start = time.perf_counter()
+    options = dict(size=size, dynamic=args.dynamic, opset=args.opset, source=args.model)
     if args.precision == "int8":
         with tempfile.TemporaryDirectory(prefix="hyperseg-export-") as tmp:
-            fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", size=size, opset=args.opset, source=args.model)
+            fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", **options)
             quantize_onnx(fp32, out, args.calibration, count=args.calibration_count)
     else:
-        export_onnx(model, out, size=size, opset=args.opset, source=args.model)
+        export_onnx(model, out, **options)
     meta = read_onnx_meta(out)
-    h, w = meta["input_size"]
-    print(f"wrote {out} ({meta['precision']}, input 1x3x{h}x{w}, {meta['num_classes']} classes, "
+    if meta.get("input_size"):
+        shape = "1x3x{}x{}".format(*meta["input_size"])
+    else:
+        shape = "Nx3xHxW, H and W multiples of {} and {}".format(*meta["size_multiple"])
+    print(f"wrote {out} ({meta['precision']}, input {shape}, {meta['num_classes']} classes, "
           f"opset {args.opset}, {out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)")
 
 
@@ -265,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="built-in weights, registered model, checkpoint or authors' .pth (default: camvid)")
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--size", default=None, help="input HxW (default: the model's input size), e.g. 360x480")
+    p.add_argument("--dynamic", action="store_true",
+                   help="accept any batch and size (height and width padded to the model's multiple of 64)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
     p.add_argument("--calibration", default=None, help="folder of images for int8 calibration")
     p.add_argument("--calibration-count", type=int, default=30, help="how many images to calibrate on")

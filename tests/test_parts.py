@@ -1,7 +1,11 @@
 """Channel division (SPEC section 4) and positional encoding (paper formula)."""
+import copy
+
 import pytest
+import timm
 import torch
 
+from hyperseg.model.backbone import Backbone
 from hyperseg.model.channel_division import divide_channels
 from hyperseg.model.decoder.positional_encoding import PositionalEncoding, coordinate_grid
 
@@ -41,6 +45,27 @@ def test_coordinates_follow_paper_formula():
         assert grid[0, 0, 2, j].item() == pytest.approx((2 * j - w + 1) / (w - 1), abs=1e-6)
     for i in range(h):
         assert grid[0, 1, i, 3].item() == pytest.approx((2 * i - h + 1) / (h - 1), abs=1e-6)
+
+
+def test_coordinates_are_torch_linspace_bit_for_bit():
+    """The authors' models use torch.linspace; ours is written to trace with symbolic sizes, and must equal it."""
+    for n in range(1, 700):
+        got = coordinate_grid(1, n, dtype=torch.float32, device=torch.device("cpu"))[0, 0, 0]
+        assert torch.equal(got, torch.linspace(-1.0, 1.0, n)), n
+
+
+@pytest.mark.parametrize("encoder", ["tf_efficientnet_lite0", "tf_mixnet_s"])
+def test_frozen_padding_is_exact_on_multiples_of_32(encoder):
+    torch.manual_seed(0)
+    backbone = Backbone(encoder).eval()
+    frozen = copy.deepcopy(backbone)
+    frozen.freeze_padding()
+    assert not any(isinstance(m, timm.layers.Conv2dSame) for m in frozen.modules())
+    for size in [(64, 96), (160, 32), (224, 288)]:
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            (feats, head), (frozen_feats, frozen_head) = backbone(x), frozen(x)
+        assert torch.equal(head, frozen_head) and all(torch.equal(a, b) for a, b in zip(feats, frozen_feats))
 
 
 def test_positional_encoding_prepends_two_channels():

@@ -16,7 +16,8 @@ import hyperseg
 from hyperseg.cli import main as cli_main
 from hyperseg.engine.predict import Predictor
 from hyperseg.errors import HypersegError, MissingExtraError
-from hyperseg.runtime import bf16_supported, export_onnx, load_runtime, prepare_for_inference, read_onnx_meta
+from hyperseg.runtime import (bf16_supported, export_onnx, load_runtime, prepare_for_inference, quantize_onnx,
+                              read_onnx_meta)
 
 SAMPLES = sorted((Path(hyperseg.__file__).parent / "assets").glob("camvid_sample_*.png"))
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install '.[onnx]'")
@@ -181,6 +182,52 @@ def test_int8_export_is_checked_calibrated_and_close(tmp_path):
     assert (int8 == fp32).mean() > 0.9
     with pytest.raises(HypersegError, match="int8 model"):
         load_runtime(out, runtime="onnxruntime", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def camvid_dynamic_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "camvid_dynamic.onnx"
+    assert cli_main(["export", "camvid", "--dynamic", "--out", str(path)]) == 0
+    return path
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_dynamic_export_takes_any_batch_and_size(camvid_dynamic_onnx, runtime):
+    """One file for every size, checked against the float64 model at sizes and batches it was not traced at."""
+    if runtime == "openvino":
+        pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    proto = onnx.load(str(camvid_dynamic_onnx))
+    onnx.checker.check_model(proto, full_check=True)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [bool(d.dim_param) for d in dims] == [True, False, True, True]
+    meta = read_onnx_meta(camvid_dynamic_onnx)
+    assert "input_size" not in meta and meta["size_multiple"] == [64, 64]
+    model = hyperseg.load_model("camvid").double()
+    rt = load_runtime(camvid_dynamic_onnx, runtime=runtime)
+    g = torch.Generator().manual_seed(0)
+    for batch, size in [(1, (360, 480)), (2, (100, 77)), (1, (64, 704))]:
+        x = torch.randn(batch, 3, *size, generator=g)
+        with torch.no_grad():
+            expected = model(x.double()).float()
+        got = rt(x)
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max() / expected.abs().max() < 1e-4
+        assert (got.argmax(1) == expected.argmax(1)).float().mean() > 0.9999
+
+
+def test_dynamic_int8_calibrates_on_mixed_sizes(camvid_dynamic_onnx, tmp_path, capsys):
+    assert cli_main(["export", "camvid", "--dynamic", "--size", "64x64", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "--dynamic" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for s, size in zip(SAMPLES, [(160, 128), (192, 96), (200, 150)]):
+        Image.open(s).resize(size).save(calib / s.name)
+    out = quantize_onnx(camvid_dynamic_onnx, tmp_path / "int8.onnx", calib, count=3)
+    assert read_onnx_meta(out)["precision"] == "int8"
+    img = _image((150, 200))
+    fp32 = Predictor("camvid", runtime="torch")(img)
+    int8 = Predictor(str(out), runtime="onnxruntime")(img)
+    assert (int8 == fp32).mean() > 0.9
 
 
 def test_bench_json_schema(tmp_path):

@@ -127,6 +127,7 @@ class Backbone(nn.Module):
         probe = timm.create_model(encoder_name, **kwargs)
         self.is_efficientnet = hasattr(probe, "conv_head") and hasattr(probe, "blocks") and hasattr(probe, "conv_stem")
         self.encoder_name = encoder_name
+        self.in_channels = in_channels
         cfg = getattr(probe, "pretrained_cfg", {}) or {}
         self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
@@ -176,6 +177,16 @@ class Backbone(nn.Module):
         self.reductions = nn.ModuleList(_reduction(c, s) for c, s in zip(tap_channels, reductions))
         self.out_channels = [c if s == 1 else int(round(c * s)) for c, s in zip(tap_channels, reductions)]
         self.dropout = nn.Dropout(drop_rate) if drop_rate else nn.Identity()
+
+    def freeze_padding(self) -> None:
+        """Fix TF "same" padding at its value for inputs whose sides are multiples of 32.
+
+        On such inputs every strided conv sees a size its stride divides, so the padding does not
+        depend on the size at all and the result is unchanged. Exporting with symbolic sizes needs
+        this: the size-dependent formula nests max/ceil expressions layer after layer, and the
+        tracer's symbolic reasoning over them does not finish.
+        """
+        _make_padding_static(self.encoder, 2 * STRIDES[-1], self.in_channels)
 
     def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
         if self.is_efficientnet:

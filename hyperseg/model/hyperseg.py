@@ -145,6 +145,17 @@ class HyperSeg(nn.Module):
         skips = (list(reversed(feats)) + [x])[: len(self.decoder.levels)]
         return skips, weights
 
+    def forward_padded(self, x: Tensor) -> Tensor:
+        """Logits for a batch whose sides are already multiples of :attr:`size_multiple`.
+
+        No checks and no padding: this is what ONNX export traces when the size stays symbolic.
+        """
+        skips, weights = self.forward_features(x)
+        logits = self.decoder(skips, weights)  # (B, classes, H/2, W/2) with five decoder levels
+        if logits.shape[-2:] != x.shape[-2:]:
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
+
     def forward(self, x: Tensor) -> Tensor:
         if not _is_tracing():
             self._check_input(x)
@@ -153,11 +164,7 @@ class HyperSeg(nn.Module):
         pad_h, pad_w = -h % mh, -w % mw
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        skips, weights = self.forward_features(x)
-        logits = self.decoder(skips, weights)
-        if logits.shape[-2:] != x.shape[-2:]:
-            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits[..., :h, :w]
+        return self.forward_padded(x)[..., :h, :w]
 
 
 def create_model(

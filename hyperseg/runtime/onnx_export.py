@@ -23,6 +23,7 @@ from .. import __version__
 from ..errors import HypersegError, require
 from ..fuse import fuse_bn
 from ..model import HyperSeg
+from ..model.decoder.dpwconv import PatchDepthwiseConv, PatchPointwiseConv
 from .torch_runtime import runtime_meta
 
 __all__ = ["export_onnx", "read_onnx_meta", "write_onnx_meta", "ExportError", "DEFAULT_OPSET", "META_KEYS"]
@@ -106,12 +107,59 @@ def atomic_save_onnx(proto: Any, path: Path) -> Path:
     return path
 
 
+class _PaddedInput(nn.Module):
+    """:meth:`HyperSeg.forward_padded` as a module: with symbolic sizes the caller does the padding."""
+
+    def __init__(self, model: HyperSeg) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_padded(image)
+
+
+def _for_symbolic_sizes(model: HyperSeg) -> nn.Module:
+    """A fused copy of ``model`` that ``torch.export`` can trace with symbolic height and width.
+
+    Two changes, both exact on padded inputs: the encoder's "same" padding becomes static (see
+    :meth:`Backbone.freeze_padding`), and the patch-wise convolutions use their ``bmm`` kernels,
+    because ONNX's Conv takes its group count as a constant and the patch count is not one.
+    """
+    net = fuse_bn(model)
+    net.backbone.freeze_padding()
+    for module in net.modules():
+        if isinstance(module, (PatchPointwiseConv, PatchDepthwiseConv)):
+            module.backend = "bmm"
+    return _PaddedInput(net)
+
+
+def _trace_size(meta: dict[str, Any], size: Optional[Sequence[int]], dynamic: bool) -> tuple[int, int]:
+    """The (H, W) of the example input: the fixed size, or for ``dynamic`` a padded one to trace with."""
+    if size is None:
+        size = meta.get("input_size")
+        if size is None and not dynamic:
+            raise ExportError("the model has no default input size; give one with --size HxW")
+    if dynamic:
+        mh, mw = meta["size_multiple"]
+        h, w = size or (4 * mh, 4 * mw)
+        # at least two patch rows and columns: a size of one block would be traced as a constant
+        return max(h + -h % mh, 2 * mh), max(w + -w % mw, 2 * mw)
+    size = (int(size[0]), int(size[1]))
+    if min(size) < 32:
+        raise ExportError(f"input size {size[0]}x{size[1]} is too small; expected at least 32x32")
+    return size
+
+
 def export_onnx(model: nn.Module, path: Union[str, Path], *, size: Optional[Sequence[int]] = None,
-                opset: int = DEFAULT_OPSET, source: Optional[str] = None, quiet: bool = True) -> Path:
-    """Write ``model`` (BatchNorm fused) as ONNX for (1, 3, H, W) input, with our metadata.
+                dynamic: bool = False, opset: int = DEFAULT_OPSET, source: Optional[str] = None,
+                quiet: bool = True) -> Path:
+    """Write ``model`` (BatchNorm fused) as ONNX, with our metadata.
 
     Args:
         size: (H, W) of the input; default: the model's ``input_size``.
+        dynamic: instead of one size, accept a batch of any size whose height and width are
+            multiples of the model's ``size_multiple`` (hyperseg's runtimes pad to them, as the
+            PyTorch model does). The input is ``(batch, 3, m*height_blocks, m*width_blocks)``.
         opset: ONNX opset, at least 18.
     """
     require("onnx", "onnx", "ONNX export")
@@ -119,29 +167,34 @@ def export_onnx(model: nn.Module, path: Union[str, Path], *, size: Optional[Sequ
     path = Path(path)
     if opset < 18:
         raise ExportError(f"opset {opset} is too old; the dynamo exporter needs opset 18 or newer")
+    if dynamic and not isinstance(model, HyperSeg):
+        raise ExportError(f"--dynamic export needs a HyperSeg model, got {type(model).__name__}")
     meta = runtime_meta(model)
-    if size is None:
-        size = meta.get("input_size")
-        if size is None:
-            raise ExportError("the model has no default input size; give one with --size HxW")
-    size = (int(size[0]), int(size[1]))
-    if min(size) < 32:
-        raise ExportError(f"input size {size[0]}x{size[1]} is too small; expected at least 32x32")
-    net = fuse_bn(model) if isinstance(model, HyperSeg) else model.eval()
-    example = torch.zeros(1, 3, *size)
+    trace_size = _trace_size(meta, size, dynamic)
+    dynamic_shapes = None
+    if dynamic:
+        net: nn.Module = _for_symbolic_sizes(model)
+        mh, mw = meta["size_multiple"]
+        blocks_h = torch.export.Dim("height_blocks", min=1, max=8192 // mh)
+        blocks_w = torch.export.Dim("width_blocks", min=1, max=8192 // mw)
+        dynamic_shapes = {"image": {0: torch.export.Dim("batch", min=1, max=1024), 2: mh * blocks_h,
+                                    3: mw * blocks_w}}
+    else:
+        net = fuse_bn(model) if isinstance(model, HyperSeg) else model.eval()
+    example = torch.zeros(1, 3, *trace_size)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(net, (example,), None, dynamo=True, opset_version=opset,
-                                        input_names=["image"],
-                                        output_names=["logits"], external_data=False, verbose=False)
+                                        input_names=["image"], output_names=["logits"],
+                                        dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
             program.optimize()
             proto = program.model_proto
     except HypersegError:
         raise
     except Exception as exc:
         raise ExportError(f"cannot export {meta.get('architecture', type(model).__name__)} to ONNX: {_failing_op(exc)}") from None
-    meta.update(input_size=list(size), precision="fp32",
+    meta.update(input_size=None if dynamic else list(trace_size), precision="fp32",
                 source=source, hyperseg_version=__version__)
     write_onnx_meta(proto, meta)
     return atomic_save_onnx(proto, path)

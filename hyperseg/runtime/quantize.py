@@ -17,7 +17,7 @@ import torch
 from ..data.io import IMAGE_EXTENSIONS, read_image
 from ..data.transforms import normalize
 from ..errors import HypersegError, require
-from .base import fit_input
+from .base import fit_input, padded_size
 from .onnx_export import atomic_save_onnx, read_onnx_meta, write_onnx_meta
 
 __all__ = ["quantize_onnx", "calibration_files"]
@@ -42,8 +42,10 @@ def calibration_files(source: Union[str, Path], count: int) -> list[Path]:
 class _Reader:
     """onnxruntime's CalibrationDataReader protocol over preprocessed images."""
 
-    def __init__(self, files: Sequence[Path], input_name: str, size: tuple[int, int], mean, std) -> None:
-        self.files, self.input_name, self.size, self.mean, self.std = files, input_name, size, mean, std
+    def __init__(self, files: Sequence[Path], input_name: str, size: Optional[tuple[int, int]],
+                 multiple: tuple[int, int], mean, std) -> None:
+        self.files, self.input_name, self.size, self.multiple = files, input_name, size, multiple
+        self.mean, self.std = mean, std
         self._it: Optional[Iterator[Path]] = None
 
     def get_next(self) -> Optional[dict[str, np.ndarray]]:
@@ -53,6 +55,10 @@ class _Reader:
         if path is None:
             return None
         x = normalize(torch.from_numpy(read_image(path).copy()).permute(2, 0, 1), self.mean, self.std).unsqueeze(0)
+        if self.size is None:
+            # A file that takes any size is calibrated at the first image's padded size: onnxruntime's
+            # histograms need one shape for all images, so the others are fitted to it.
+            self.size = padded_size(tuple(x.shape[-2:]), self.multiple)
         x, _ = fit_input(x, self.size)
         return {self.input_name: x.numpy()}
 
@@ -88,17 +94,19 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
     quant = require("onnxruntime.quantization", "onnx", "int8 quantisation")
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     meta = read_onnx_meta(fp32_path)
-    if not meta.get("input_size"):
-        raise HypersegError(f"{fp32_path}: int8 calibration needs the input size in the hyperseg metadata")
+    if not meta.get("input_size") and not meta.get("size_multiple"):
+        raise HypersegError(f"{fp32_path}: int8 calibration needs the input size or padding unit in the hyperseg "
+                            "metadata; export the model with `hyperseg export`")
     methods = {"minmax": quant.CalibrationMethod.MinMax, "percentile": quant.CalibrationMethod.Percentile}
     if method not in methods:
         raise HypersegError(f"calibration method {method!r}: expected one of {', '.join(methods)}")
     files = calibration_files(calibration, count)
-    size = (int(meta["input_size"][0]), int(meta["input_size"][1]))
+    size = (int(meta["input_size"][0]), int(meta["input_size"][1])) if meta.get("input_size") else None
+    multiple = tuple(meta.get("size_multiple") or (32, 32))
     with tempfile.TemporaryDirectory(prefix="hyperseg-quant-") as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         quant.quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
-        reader = _Reader(files, "image", size, meta["mean"], meta["std"])
+        reader = _Reader(files, "image", size, multiple, meta["mean"], meta["std"])
         staged = Path(tmp) / "int8.onnx"
         # names survive pre-processing, the scope metadata does not: read it from the exported file
         exclude = _nodes_in_scopes(onnx.load(str(fp32_path), load_external_data=False), float_scopes)

@@ -7,6 +7,19 @@ from torch import Tensor, nn
 __all__ = ["coordinate_grid", "PositionalEncoding"]
 
 
+def _unit_linspace(steps: int, device: torch.device) -> Tensor:
+    """``torch.linspace(-1, 1, steps)`` in float32, bit for bit, but traceable with a symbolic ``steps``.
+
+    ``linspace`` itself makes ``torch.export`` fix the size. Like ATen's kernel, the first half
+    counts up from -1 and the second half down from 1, each with one rounding (the float64
+    product of a float32 step and an index is exact, as in a fused multiply-add).
+    """
+    index = torch.arange(steps, dtype=torch.float64, device=device)
+    step = (torch.tensor(2.0, dtype=torch.float32, device=device) / max(steps - 1, 1)).double()
+    up, down = index * step - 1.0, 1.0 - (steps - 1 - index) * step
+    return torch.where(index < max(steps // 2, 1), up, down).float()
+
+
 def coordinate_grid(height: int, width: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(1, 2, H, W): channel 0 is x in [-1, 1] along the width, channel 1 is y along the height.
 
@@ -14,8 +27,8 @@ def coordinate_grid(height: int, width: int, *, dtype: torch.dtype, device: torc
     authors' code. The grid is computed in float32 and then cast, because the authors' models
     hold float32 coordinates even when run in float64; matching them there needs the same values.
     """
-    ys = torch.linspace(-1.0, 1.0, height, dtype=torch.float32, device=device)
-    xs = torch.linspace(-1.0, 1.0, width, dtype=torch.float32, device=device)
+    ys = _unit_linspace(height, device)
+    xs = _unit_linspace(width, device)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack((grid_x, grid_y)).unsqueeze(0).to(dtype)
 
