@@ -14,6 +14,7 @@ from typing import Any, Optional, Union
 
 import torch
 
+from .errors import HypersegError, InputTypeError, NotFoundError
 from .model.config import HyperSegConfig
 from .model.hyperseg import HyperSeg
 
@@ -74,7 +75,7 @@ def save_model(model: HyperSeg, path: Union[str, Path], *, meta: Optional[dict[s
     ``extra`` adds top-level entries that :func:`load_model` ignores (the trainer's resume state).
     """
     if not isinstance(model, HyperSeg):
-        raise TypeError(f"save_model expects a HyperSeg model, got {type(model).__name__}")
+        raise InputTypeError(f"save_model expects a HyperSeg model, got {type(model).__name__}")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
@@ -105,24 +106,24 @@ def load_model(source: Union[str, Path], *, map_location: Union[str, torch.devic
     path = shipped[str(source)] if str(source) in shipped else Path(source).expanduser()
     if not path.is_file():
         hint = f"; built-in weights: {sorted(shipped)}" if shipped else ""
-        raise FileNotFoundError(f"no checkpoint file {str(source)!r}{hint}")
+        raise NotFoundError(f"no checkpoint file {str(source)!r}{hint}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise ValueError(f"cannot read {path} as a hyperseg checkpoint: {str(exc).splitlines()[0]}") from None
+        raise HypersegError(f"cannot read {path} as a hyperseg checkpoint: {str(exc).splitlines()[0]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         if isinstance(ckpt, dict) and "arch" in ckpt and "state_dict" in ckpt:
-            raise ValueError(f"{path} is an authors' checkpoint; load it with hyperseg.from_official() or `hyperseg convert`")
-        raise ValueError(f"{path} is not a hyperseg checkpoint (no format tag); expected a file written by save_model")
+            raise HypersegError(f"{path} is an authors' checkpoint; load it with hyperseg.from_official() or `hyperseg convert`")
+        raise HypersegError(f"{path} is not a hyperseg checkpoint (no format tag); expected a file written by save_model")
     if ckpt.get("version", 0) > _VERSION:
-        raise ValueError(f"{path} has checkpoint version {ckpt['version']}; this hyperseg reads up to {_VERSION}")
+        raise HypersegError(f"{path} has checkpoint version {ckpt['version']}; this hyperseg reads up to {_VERSION}")
     config = HyperSegConfig.from_dict(ckpt["config"])
     model = HyperSeg(config)
     state = {k: v.float() if v.dtype == torch.float16 else v for k, v in ckpt["state_dict"].items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit the stored config: {str(exc).splitlines()[0]}") from None
+        raise HypersegError(f"{path}: weights do not fit the stored config: {str(exc).splitlines()[0]}") from None
     model.meta = dict(ckpt.get("meta", {}))
     if path in shipped.values():
         for key, value in _BUILTIN_META.get(path.stem, {}).items():

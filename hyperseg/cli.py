@@ -6,13 +6,14 @@ import json
 import sys
 from typing import Callable, Optional, Sequence
 
+from .errors import HypersegError
+
 __all__ = ["main"]
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
-    from .model import list_models, model_cfg
-
     from .checkpoint import builtin_weights, load_model
+    from .model import list_models, model_cfg
 
     for name in list_models(args.pattern):
         cfg = model_cfg(name)
@@ -72,9 +73,9 @@ def _parse_floats(text: str, option: str, count: Optional[int] = None) -> list:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise ValueError(f"{option} {text!r}: expected comma-separated numbers, e.g. 0.5,0.5,0.5") from None
+        raise HypersegError(f"{option} {text!r}: expected comma-separated numbers, e.g. 0.5,0.5,0.5") from None
     if count is not None and len(values) != count:
-        raise ValueError(f"{option} {text!r}: expected {count} comma-separated numbers")
+        raise HypersegError(f"{option} {text!r}: expected {count} comma-separated numbers")
     return values
 
 
@@ -86,7 +87,7 @@ def _parse_pair(text: Optional[str], option: str = "--window"):
     except ValueError:
         parts = []
     if len(parts) not in (1, 2) or min(parts) < 1:
-        raise ValueError(f"{option} {text!r}: expected HxW in pixels, e.g. 360x480")
+        raise HypersegError(f"{option} {text!r}: expected HxW in pixels, e.g. 360x480")
     return parts * 2 if len(parts) == 1 else parts
 
 
@@ -132,7 +133,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
         files = sorted((Path(__file__).resolve().parent / "assets").glob("*.png"))[:1]
         if not files:
-            raise ValueError("no input given and no bundled sample image found")
+            raise HypersegError("no input given and no bundled sample image found")
     predictor = Predictor(args.model or DEFAULT_MODEL, **_tta_options(args), **_runtime_options(args))
     print(f"model: {predictor.runtime.describe()}", file=sys.stderr)
     written = predictor.predict_files(files, args.out, alpha=args.alpha, video_labels=args.video_labels)
@@ -150,17 +151,17 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     if out.suffix.lower() != ".onnx":
-        raise ValueError(f"--out {out}: expected a file name ending in .onnx")
+        raise HypersegError(f"--out {out}: expected a file name ending in .onnx")
     if out.exists() and not args.overwrite:
-        raise ValueError(f"--out {out} already exists; choose another name or pass --overwrite")
+        raise HypersegError(f"--out {out} already exists; choose another name or pass --overwrite")
     if args.precision == "int8" and not args.calibration:
-        raise ValueError("--precision int8 needs --calibration DIR: a folder of images to calibrate on")
+        raise HypersegError("--precision int8 needs --calibration DIR: a folder of images to calibrate on")
     if args.precision != "int8" and args.calibration:
-        raise ValueError("--calibration is only used with --precision int8")
+        raise HypersegError("--calibration is only used with --precision int8")
     if args.calibration:
         calibration_files(args.calibration, args.calibration_count)  # a bad folder fails before the export
     if args.dynamic and args.size:
-        raise ValueError("--size and --dynamic exclude each other: a --dynamic file takes any size")
+        raise HypersegError("--size and --dynamic exclude each other: a --dynamic file takes any size")
     model = resolve_model(args.model)
     size = _parse_pair(args.size, "--size")
     start = time.perf_counter()
@@ -224,6 +225,7 @@ def _add_runtime_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperseg", description="HyperSeg semantic segmentation.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("list", help="list the registered models")
@@ -298,7 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--width", type=int, default=1024)
     p.set_defaults(func=_cmd_profile)
+    for command in sub.choices.values():  # `hyperseg predict ... --debug` as well as `hyperseg --debug predict`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an error, without the traceback text DataLoader workers wrap around it."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -314,14 +327,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("hyperseg").setLevel(logging.INFO)  # one-time conversions say what they cost
     try:
         func(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError, ImportError,
-            FloatingPointError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"hyperseg {args.command}: error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"hyperseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (HypersegError, OSError) as exc:
+        if args.debug:
+            raise
+        # OSError: the environment refused (permissions, a full disk, a missing folder); not a bug
+        message = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename and exc.strerror \
+            else _one_line(exc)
+        print(f"hyperseg {args.command}: error: {message}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,7 +1,14 @@
-"""The package's error family: everything the command line reports as one sentence."""
+"""The package's error family: everything the command line reports as one sentence.
+
+Every error a user can cause or fix is a :class:`HypersegError`. The subclasses also derive
+from the built-in a Python caller would expect (``FileNotFoundError``, ``TypeError``, ...), so
+``except FileNotFoundError`` keeps working. Anything else that escapes is a bug, and the command
+line shows its traceback.
+"""
 from __future__ import annotations
 
-__all__ = ["HypersegError", "MissingExtraError", "require"]
+__all__ = ["HypersegError", "MissingExtraError", "NotFoundError", "OutputExistsError", "InputTypeError",
+           "DivergedError", "require"]
 
 
 class HypersegError(ValueError):
@@ -10,6 +17,22 @@ class HypersegError(ValueError):
 
 class MissingExtraError(HypersegError, ImportError):
     """An optional dependency is not installed; the message gives the ``pip install`` line."""
+
+
+class NotFoundError(HypersegError, FileNotFoundError):
+    """A file, folder or name the user gave does not exist."""
+
+
+class OutputExistsError(HypersegError, FileExistsError):
+    """Writing would replace a file we did not write, or one of the inputs."""
+
+
+class InputTypeError(HypersegError, TypeError):
+    """A value of the wrong type (a NumPy array where a tensor is expected, ints where floats are)."""
+
+
+class DivergedError(HypersegError, FloatingPointError):
+    """Training produced a non-finite loss."""
 
 
 def require(module: str, extra: str, what: str):

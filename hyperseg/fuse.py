@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .errors import InputTypeError
 from .model.decoder.meta_blocks import InvertedResidualMetaBlock, PointwiseMetaBlock
 from .model.hyperseg import HyperSeg
 from .model.weight_mapper import StaticWeights
@@ -84,7 +85,7 @@ def _fold_dynamic(model: HyperSeg) -> None:
         elif isinstance(block, InvertedResidualMetaBlock):
             convs = [(block.pw1, "bn1"), (block.dw, "bn2"), (block.pw2, "bn3")]
         else:
-            raise TypeError(f"cannot fuse decoder level {level} of type {type(block).__name__}")
+            raise InputTypeError(f"cannot fuse decoder level {level} of type {type(block).__name__}")
         layer, rows = mapper.level_rows(level)
         offset = rows.start
         for (conv, bn_attr), (_, shape) in zip(convs, block.weight_layout()):
@@ -106,7 +107,7 @@ def _fold_dynamic(model: HyperSeg) -> None:
 def fuse_bn(model: HyperSeg) -> HyperSeg:
     """A copy of ``model`` in eval mode with every BatchNorm folded away; ``model`` is untouched."""
     if not isinstance(model, HyperSeg):
-        raise TypeError(f"fuse_bn expects a HyperSeg model, got {type(model).__name__}")
+        raise InputTypeError(f"fuse_bn expects a HyperSeg model, got {type(model).__name__}")
     fused = copy.deepcopy(model).eval()
     for conv_name, bn_name in _static_pairs(fused):
         _fold_static(fused, conv_name, bn_name)

@@ -14,6 +14,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
+from .errors import HypersegError, NotFoundError
 from .model.config import HyperSegConfig
 from .model.hyperseg import HyperSeg
 from .model.registry import get_model_builder, list_models, model_cfg
@@ -21,7 +22,7 @@ from .model.registry import get_model_builder, list_models, model_cfg
 __all__ = ["from_official", "config_from_arch", "parse_arch", "convert_state_dict", "OfficialCheckpointError"]
 
 
-class OfficialCheckpointError(ValueError):
+class OfficialCheckpointError(HypersegError):
     """The file or dict is not a checkpoint of the authors' code that we can convert."""
 
 
@@ -166,7 +167,7 @@ def convert_state_dict(state_dict: dict[str, Tensor], model: HyperSeg) -> dict[s
 
 def _load_file(path: Path) -> Any:
     if not path.is_file():
-        raise FileNotFoundError(f"official checkpoint not found: {path}")
+        raise NotFoundError(f"official checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

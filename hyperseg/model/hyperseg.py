@@ -29,6 +29,7 @@ from ..classes import (
     VOC_CLASSES,
     VOC_PALETTE,
 )
+from ..errors import HypersegError, InputTypeError
 from .backbone import Backbone, load_backbone_weights
 from .config import HyperSegConfig
 from .context_head import CONTEXT_HEADS
@@ -113,24 +114,24 @@ class HyperSeg(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
-            raise TypeError(f"expected an image batch as a torch.Tensor, got {type(x).__name__}")
+            raise InputTypeError(f"expected an image batch as a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4:
-            raise ValueError(
+            raise HypersegError(
                 f"expected a 4-D batch (B, {self.config.in_channels}, H, W), got shape {tuple(x.shape)}"
             )
         if x.shape[1] != self.config.in_channels:
-            raise ValueError(
+            raise HypersegError(
                 f"expected {self.config.in_channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)})"
             )
         if not x.is_floating_point():
-            raise TypeError(
+            raise InputTypeError(
                 f"expected a floating-point, normalised image batch, got dtype {x.dtype}; "
                 f"convert with x.float() / 255 and normalise with the model's mean/std"
             )
         if min(x.shape[-2:]) < MIN_INPUT_SIZE:
-            raise ValueError(f"input height and width must be at least {MIN_INPUT_SIZE} px, got {tuple(x.shape[-2:])}")
+            raise HypersegError(f"input height and width must be at least {MIN_INPUT_SIZE} px, got {tuple(x.shape[-2:])}")
         if not bool(torch.isfinite(x).all()):
-            raise ValueError("the input batch contains NaN or Inf values")
+            raise HypersegError("the input batch contains NaN or Inf values")
 
     def forward_features(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Padded input -> (decoder skips coarsest first, per-level weight grids)."""
@@ -199,7 +200,7 @@ def _create_hyperseg(variant: str, overrides: dict[str, Any]) -> HyperSeg:
     try:
         config = HyperSegConfig.from_dict({**cfg.get("config", {}), **overrides})
     except TypeError as exc:
-        raise ValueError(f"invalid option for {variant}: {exc}") from None
+        raise HypersegError(f"invalid option for {variant}: {exc}") from None
     model = HyperSeg(config)
     if config.num_classes == len(cfg.get("class_names", ())):
         model.meta.update(class_names=list(cfg["class_names"]), palette=[list(c) for c in cfg["palette"]])

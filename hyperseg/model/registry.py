@@ -5,6 +5,8 @@ import difflib
 import fnmatch
 from typing import Any, Callable, Optional
 
+from ..errors import HypersegError
+
 __all__ = ["register_model", "list_models", "get_model_builder", "model_cfg"]
 
 _builders: dict[str, Callable[..., Any]] = {}
@@ -17,7 +19,7 @@ def register_model(cfg: Optional[dict[str, Any]] = None) -> Callable[[Callable[.
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         name = fn.__name__
         if name in _builders:
-            raise ValueError(f"model {name!r} is registered twice")
+            raise HypersegError(f"model {name!r} is registered twice")
         _builders[name] = fn
         _cfgs[name] = dict(cfg or {})
         return fn
@@ -36,7 +38,7 @@ def get_model_builder(name: str) -> Callable[..., Any]:
     except KeyError:
         close = difflib.get_close_matches(name, list(_builders), n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown model {name!r}.{hint} Available: {', '.join(list_models())}") from None
+        raise HypersegError(f"unknown model {name!r}.{hint} Available: {', '.join(list_models())}") from None
 
 
 def model_cfg(name: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import HypersegError
 from .channel_division import divide_channels
 
 __all__ = ["WeightMapper", "StaticWeights", "SIGNAL_SLICING"]
@@ -49,7 +50,7 @@ class WeightMapper(nn.Module):
     ) -> None:
         super().__init__()
         if signal_slicing not in SIGNAL_SLICING:
-            raise ValueError(f"signal_slicing must be one of {SIGNAL_SLICING}, got {signal_slicing!r}")
+            raise HypersegError(f"signal_slicing must be one of {SIGNAL_SLICING}, got {signal_slicing!r}")
         num_levels = len(weights_per_level)
         if unify_level is None:
             layer_levels = [[level] for level in range(num_levels)]
@@ -57,7 +58,7 @@ class WeightMapper(nn.Module):
             first_shared = max(unify_level - 1, 0)
             layer_levels = [[level] for level in range(first_shared)] + [list(range(first_shared, num_levels))]
         if len(weight_groups) < len(layer_levels):
-            raise ValueError(
+            raise HypersegError(
                 f"weight_groups needs one entry per weight layer ({len(layer_levels)}), got {list(weight_groups)}"
             )
         self.layer_levels = layer_levels
@@ -74,7 +75,7 @@ class WeightMapper(nn.Module):
         self.layers = nn.ModuleList()
         for channels, n_weights, groups in zip(self.signal_split, self.layer_weights, weight_groups):
             if channels % groups:
-                raise ValueError(f"a weight layer reading {channels} signal channels cannot use {groups} groups")
+                raise HypersegError(f"a weight layer reading {channels} signal channels cannot use {groups} groups")
             # The conv's output is rounded up to a multiple of the groups and then truncated.
             self.layers.append(nn.Conv2d(channels, _ceil_to(n_weights, groups), 1, groups=groups, bias=False))
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...errors import HypersegError
 from .meta_blocks import InvertedResidualMetaBlock, PointwiseMetaBlock
 from .positional_encoding import PositionalEncoding
 
@@ -43,11 +44,11 @@ class Decoder(nn.Module):
         super().__init__()
         num_levels = len(kernel_sizes)
         if len(skip_channels) != num_levels:
-            raise ValueError(f"{num_levels} decoder levels need {num_levels} skip features, got {len(skip_channels)}")
+            raise HypersegError(f"{num_levels} decoder levels need {num_levels} skip features, got {len(skip_channels)}")
         if level_channels is None:
             level_channels = list(skip_channels)
         if len(level_channels) < num_levels - 1:
-            raise ValueError(
+            raise HypersegError(
                 f"decoder_channels needs at least {num_levels - 1} entries for {num_levels} levels, "
                 f"got {list(level_channels)}"
             )

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...errors import HypersegError
+
 __all__ = [
     "split_patches",
     "merge_patches",
@@ -90,7 +92,7 @@ def patch_pointwise(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, ba
         y = F.conv2d(x.reshape(1, p * cin, h, w), weight.reshape(p * cout, cin, 1, 1), groups=p)
         y = y.reshape(p, cout, h, w)
     else:
-        raise ValueError(f"unknown DPWConv backend {backend!r}; expected 'bmm' or 'grouped'")
+        raise HypersegError(f"unknown DPWConv backend {backend!r}; expected 'bmm' or 'grouped'")
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
     return y
@@ -115,7 +117,7 @@ def patch_depthwise(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, ba
                 if i or j:
                     y = y + x[:, :, i : i + h, j : j + w] * weight[:, :, i, j, None, None]
     else:
-        raise ValueError(f"unknown DPWConv backend {backend!r}; expected 'bmm' or 'grouped'")
+        raise HypersegError(f"unknown DPWConv backend {backend!r}; expected 'bmm' or 'grouped'")
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
     return y
@@ -155,7 +157,7 @@ class PatchDepthwiseConv(nn.Module):
     def __init__(self, channels: int, kernel_size: int) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
-            raise ValueError(f"depthwise kernel size must be odd, got {kernel_size}")
+            raise HypersegError(f"depthwise kernel size must be odd, got {kernel_size}")
         self.channels = channels
         self.kernel_size = kernel_size
         self.backend = DEFAULT_BACKEND["depthwise"]

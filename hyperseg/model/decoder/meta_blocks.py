@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ...errors import HypersegError
 from .dpwconv import (
     PatchDepthwiseConv,
     PatchPointwiseConv,
@@ -76,7 +77,7 @@ class InvertedResidualMetaBlock(nn.Module):
     ) -> None:
         super().__init__()
         if window not in WINDOW_MODES:
-            raise ValueError(f"window must be one of {WINDOW_MODES}, got {window!r}")
+            raise HypersegError(f"window must be one of {WINDOW_MODES}, got {window!r}")
         hidden = int(round(in_channels * expand_ratio))
         self.in_channels, self.hidden_channels, self.out_channels = in_channels, hidden, out_channels
         self.kernel_size = kernel_size
