@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, BinaryIO, Callable, Optional, Union
 
 import torch
 
 from .errors import HypersegError, InputTypeError, NotFoundError
 from .model.config import HyperSegConfig
 from .model.hyperseg import HyperSeg
+from .safe_load import safe_torch_load
 
-__all__ = ["save_model", "load_model", "atomic_save", "atomic_write_text", "builtin_weights", "CHECKPOINT_FORMAT"]
+__all__ = ["save_model", "load_model", "load_training_checkpoint", "atomic_write", "atomic_save", "atomic_write_text", "builtin_weights", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "hyperseg"
 _VERSION = 1
@@ -27,35 +28,46 @@ _WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _BUILTIN_META = {"camvid": {"input_size": [360, 480]}}
 
 
-def atomic_save(obj: Any, path: Union[str, Path]) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a crash leaves the old file intact."""
+def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash or a full disk leaves the old file intact and no temporary file behind; a failure is
+    reported as one sentence naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise HypersegError(f"{path} is a folder; expected a file name to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise HypersegError(f"{path}: cannot write there ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise HypersegError(f"{path}: cannot write it ({exc.strerror or exc})") from None
         raise
     return path
 
 
+def atomic_save(obj: Any, path: Union[str, Path]) -> Path:
+    """``torch.save`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
 def atomic_write_text(path: Union[str, Path], text: str) -> Path:
-    """Write text to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    """Text through :func:`atomic_write`."""
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _plain(value: Any) -> Any:
@@ -97,6 +109,32 @@ def builtin_weights() -> dict[str, Path]:
     return {p.stem: p for p in sorted(_WEIGHTS_DIR.glob("*.pt"))}
 
 
+def _read_checkpoint(path: Path, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+    """The validated dictionary of one of our checkpoint files."""
+    ckpt = safe_torch_load(path, map_location)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        if isinstance(ckpt, dict) and "arch" in ckpt and "state_dict" in ckpt:
+            raise HypersegError(f"{path} is an authors' checkpoint; load it with hyperseg.from_official() or `hyperseg convert`")
+        raise HypersegError(f"{path} is not a hyperseg checkpoint (no format tag); expected a file written by save_model")
+    if not isinstance(ckpt.get("version"), int) or ckpt["version"] > _VERSION:
+        raise HypersegError(f"{path} has checkpoint version {ckpt.get('version')!r}; this hyperseg reads 1 to {_VERSION}")
+    if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("state_dict"), dict) \
+            or not all(isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values()):
+        raise HypersegError(f"{path} is damaged: it lacks a config or a state_dict of tensors")
+    return ckpt
+
+
+def load_training_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
+    """A run's ``last.pt``: our checkpoint plus the ``train_state`` that resuming needs."""
+    path = Path(path)
+    ckpt = _read_checkpoint(path)
+    state = ckpt.get("train_state")
+    needed = ("step", "best_miou", "optimizer", "scheduler", "rng")
+    if not isinstance(state, dict) or any(k not in state for k in needed):
+        raise HypersegError(f"{path} holds no training state; --resume needs the last.pt a run wrote")
+    return ckpt
+
+
 def load_model(source: Union[str, Path], *, map_location: Union[str, torch.device] = "cpu") -> HyperSeg:
     """Rebuild a model from one of our checkpoints, or from a built-in weights name.
 
@@ -107,16 +145,7 @@ def load_model(source: Union[str, Path], *, map_location: Union[str, torch.devic
     if not path.is_file():
         hint = f"; built-in weights: {sorted(shipped)}" if shipped else ""
         raise NotFoundError(f"no checkpoint file {str(source)!r}{hint}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise HypersegError(f"cannot read {path} as a hyperseg checkpoint: {str(exc).splitlines()[0]}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        if isinstance(ckpt, dict) and "arch" in ckpt and "state_dict" in ckpt:
-            raise HypersegError(f"{path} is an authors' checkpoint; load it with hyperseg.from_official() or `hyperseg convert`")
-        raise HypersegError(f"{path} is not a hyperseg checkpoint (no format tag); expected a file written by save_model")
-    if ckpt.get("version", 0) > _VERSION:
-        raise HypersegError(f"{path} has checkpoint version {ckpt['version']}; this hyperseg reads up to {_VERSION}")
+    ckpt = _read_checkpoint(path, map_location)
     config = HyperSegConfig.from_dict(ckpt["config"])
     model = HyperSeg(config)
     state = {k: v.float() if v.dtype == torch.float16 else v for k, v in ckpt["state_dict"].items()}

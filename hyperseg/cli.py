@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Callable, Optional, Sequence
 
-from .errors import HypersegError
+from .errors import HypersegError, OutputExistsError
 
 __all__ = ["main"]
 
@@ -26,10 +26,27 @@ def _cmd_list(args: argparse.Namespace) -> None:
         print(f"{name}  (built-in weights, {len(meta.get('class_names', []))} classes{score})")
 
 
+def _check_output(path, option: str, overwrite: bool, inputs: Sequence = ()) -> None:
+    """Refuse an output that is one of the inputs, or an existing file without --overwrite."""
+    from pathlib import Path
+
+    if path is None:
+        return
+    path = Path(path)
+    for source in inputs:
+        if source is not None and Path(source).exists() and path.exists() and path.samefile(source):
+            raise OutputExistsError(f"{option} {path} is the input {source}; writing there would replace it")
+    if path.is_dir():
+        raise HypersegError(f"{option} {path} is a folder; expected a file name")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{option} {path} already exists; choose another name or pass --overwrite")
+
+
 def _cmd_convert(args: argparse.Namespace) -> None:
     from .checkpoint import save_model
     from .official import from_official
 
+    _check_output(args.output, "output", args.overwrite, inputs=[args.checkpoint])
     model = from_official(args.checkpoint, config=args.config)
     path = save_model(model, args.output)
     n = sum(p.numel() for p in model.parameters())
@@ -99,6 +116,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from .engine.predict import DEFAULT_MODEL
     from .runtime import load_runtime
 
+    _check_output(args.out, "--out", args.overwrite, inputs=[args.model])
+    _check_output(args.confusion_image, "--confusion-image", args.overwrite, inputs=[args.model])
     model = load_runtime(args.model or DEFAULT_MODEL, **_runtime_options(args))
     print(f"model: {model.describe()}", file=sys.stderr)
     dataset = build_dataset(args.dataset, args.data, args.split, classes_file=args.classes_file)
@@ -152,8 +171,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.suffix.lower() != ".onnx":
         raise HypersegError(f"--out {out}: expected a file name ending in .onnx")
-    if out.exists() and not args.overwrite:
-        raise HypersegError(f"--out {out} already exists; choose another name or pass --overwrite")
+    _check_output(out, "--out", args.overwrite, inputs=[args.model])
     if args.precision == "int8" and not args.calibration:
         raise HypersegError("--precision int8 needs --calibration DIR: a folder of images to calibrate on")
     if args.precision != "int8" and args.calibration:
@@ -189,6 +207,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from .engine.bench import benchmark, format_report
     from .engine.predict import DEFAULT_MODEL
 
+    _check_output(args.out, "--out", args.overwrite, inputs=[args.model, args.image])
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     result = benchmark(args.model or DEFAULT_MODEL, size=_parse_pair(args.size, "--size"),
@@ -235,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert an authors' checkpoint (.pth) into a hyperseg checkpoint")
     p.add_argument("checkpoint", help="the authors' .pth file")
     p.add_argument("output", help="where to write the hyperseg checkpoint (.pt)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (never the input)")
     p.add_argument("--config", default=None, help="paper model name, for checkpoints without an 'arch' entry")
     p.set_defaults(func=_cmd_convert)
 
@@ -252,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes-file", default=None, help="class list YAML (folder datasets)")
     p.add_argument("--out", default=None, help="write metrics JSON here")
     p.add_argument("--confusion-image", default=None, help="save the confusion matrix as a PNG")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --out / --confusion-image files")
     _add_tta_arguments(p)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
@@ -293,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", default=None, help="image folder for int8 conversion")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="write the results as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("profile", help="count parameters and GMACs at an input size")

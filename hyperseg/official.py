@@ -11,13 +11,13 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import torch
 from torch import Tensor
 
-from .errors import HypersegError, NotFoundError
+from .errors import HypersegError, InputTypeError, NotFoundError
 from .model.config import HyperSegConfig
 from .model.hyperseg import HyperSeg
 from .model.registry import get_model_builder, list_models, model_cfg
+from .safe_load import safe_torch_load
 
 __all__ = ["from_official", "config_from_arch", "parse_arch", "convert_state_dict", "OfficialCheckpointError"]
 
@@ -168,12 +168,7 @@ def convert_state_dict(state_dict: dict[str, Tensor], model: HyperSeg) -> dict[s
 def _load_file(path: Path) -> Any:
     if not path.is_file():
         raise NotFoundError(f"official checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise OfficialCheckpointError(
-            f"cannot read {path} as a tensor checkpoint with torch.load(weights_only=True): {str(exc).splitlines()[0]}"
-        ) from None
+    return safe_torch_load(path)
 
 
 def _config_from_name(name: str, state: dict[str, Tensor]) -> HyperSegConfig:
@@ -228,11 +223,16 @@ def from_official(
         config: a paper model name (e.g. ``"hyperseg_m_cityscapes"``) used when the checkpoint
             has no ``arch``; without either, the configuration is inferred from the keys.
     """
+    if not isinstance(checkpoint, (str, Path, dict)):
+        raise InputTypeError(f"from_official expects a .pth path or its loaded dict, got {type(checkpoint).__name__}")
     source = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "the given dict"
     ckpt = _load_file(Path(checkpoint)) if isinstance(checkpoint, (str, Path)) else checkpoint
     if not isinstance(ckpt, dict):
         raise OfficialCheckpointError(f"{source} does not hold a dict, so it is no HyperSeg checkpoint")
     state = ckpt["state_dict"] if isinstance(ckpt.get("state_dict"), dict) else ckpt
+    if not all(isinstance(k, str) for k in state):
+        raise OfficialCheckpointError(f"{source}: its state dict has keys that are not names (e.g. "
+                                      f"{next(k for k in state if not isinstance(k, str))!r})")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     if not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise OfficialCheckpointError(f"{source} holds no state dict of tensors")

@@ -2,8 +2,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__import__("os").environ.get("HYPERSEG_SHARED", REPO.parent / "shared"))
@@ -49,3 +51,20 @@ def camvid_root():
     if not (CAMVID / "train").is_dir():
         pytest.skip(f"CamVid data not found at {CAMVID} (set HYPERSEG_SHARED to the shared/ folder)")
     return CAMVID
+
+
+@pytest.fixture(scope="session")
+def tiny_camvid(tmp_path_factory):
+    """A CamVid-layout folder of 6 train and 2 val images, 96x64, with blocky random labels."""
+    root = tmp_path_factory.mktemp("camvid")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2)):
+        (root / split).mkdir()
+        (root / f"{split}annot").mkdir()
+        for i in range(n):
+            label = rng.integers(0, 12, size=(4, 6)).repeat(16, 0).repeat(16, 1).astype(np.uint8)
+            image = np.stack([label * 20, 255 - label * 20, (label * 7) % 255], -1).astype(np.uint8)
+            image = np.clip(image + rng.integers(0, 20, image.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(root / split / f"{i:03d}.png")
+            Image.fromarray(label).save(root / f"{split}annot" / f"{i:03d}.png")
+    return root

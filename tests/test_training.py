@@ -23,22 +23,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_camvid(tmp_path_factory):
-    root = tmp_path_factory.mktemp("camvid")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 6), ("val", 2)):
-        (root / split).mkdir()
-        (root / f"{split}annot").mkdir()
-        for i in range(n):
-            label = rng.integers(0, 12, size=(4, 6)).repeat(16, 0).repeat(16, 1).astype(np.uint8)
-            image = np.stack([label * 20, 255 - label * 20, (label * 7) % 255], -1).astype(np.uint8)
-            image = np.clip(image + rng.integers(0, 20, image.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(image).save(root / split / f"{i:03d}.png")
-            Image.fromarray(label).save(root / f"{split}annot" / f"{i:03d}.png")
-    return root
-
-
 def _env():
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env

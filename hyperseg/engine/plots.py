@@ -6,6 +6,8 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from ..checkpoint import atomic_write
+
 __all__ = ["save_confusion_image"]
 
 
@@ -29,9 +31,7 @@ def save_confusion_image(matrix: Sequence[Sequence[int]], class_names: Sequence[
     ax.set_ylabel("ground truth")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return atomic_write(Path(path), lambda f: fig.savefig(f, dpi=120, format="png"))
+    finally:
+        plt.close(fig)

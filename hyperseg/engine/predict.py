@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from ..checkpoint import atomic_write
 from ..classes import default_palette
 from ..data.io import IMAGE_EXTENSIONS, DataError, read_image
 from ..errors import HypersegError, require
@@ -70,9 +71,7 @@ def _refuse_overwriting_inputs(inputs: Sequence[Path], outputs: Sequence[Path], 
 
 
 def _save_atomic(img: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG" if path.suffix.lower() == ".png" else "JPEG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: img.save(f, format="PNG" if path.suffix.lower() == ".png" else "JPEG"))
 
 
 class Predictor:

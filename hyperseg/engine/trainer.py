@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -18,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import load_model, save_model
+from ..checkpoint import atomic_write_text, load_model, load_training_checkpoint, save_model
 from ..data import build_dataset
 from ..data.sampler import KeyedDataset, StepSampler
 from ..data.transforms import TrainTransform
@@ -75,6 +76,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _logged_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return sys.maxsize  # a torn last line of a killed run: dropped with the lines after the checkpoint
+
+
 class _Logger:
     """JSONL always, TensorBoard when installed and enabled; rank 0 only."""
 
@@ -90,6 +98,18 @@ class _Logger:
                 self.writer = SummaryWriter(str(out_dir / "tensorboard"))
             except ImportError:
                 pass
+
+    def truncate_after(self, step: int) -> None:
+        """Drop the lines of steps after ``step``: a resumed run repeats them."""
+        if not self.enabled:
+            return
+        if self.path.exists():
+            lines = self.path.read_text().splitlines(keepends=True)
+            atomic_write_text(self.path, "".join(line for line in lines if _logged_step(line) <= step))
+        if self.csv.exists():
+            lines = self.csv.read_text().splitlines(keepends=True)
+            atomic_write_text(self.csv, "".join(lines[:1] + [line for line in lines[1:]
+                                                             if int(line.split(",", 1)[0]) <= step]))
 
     def log(self, step: int, kind: str, values: dict[str, Any]) -> None:
         if not self.enabled:
@@ -107,6 +127,55 @@ class _Logger:
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.writer.add_scalar(f"{kind}/{k}", v, step)
             self.writer.flush()
+
+
+# Files a run writes into train.out_dir; a new run refuses a folder holding anything else.
+_STALE_TEMPS = (".last.pt.*.tmp", ".best.pt.*.tmp", ".config.yaml.*.tmp", ".resumes.jsonl.*.tmp")
+# Sections a resume may change: the schedule and the run's mechanics, not what is trained on what.
+_FROZEN_ON_RESUME = ("model", "data", "loss")
+_DATA_FREE_ON_RESUME = ("workers", "val_batch_size", "root")
+
+
+def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list]:
+    """``section.key -> [old, new]`` for every value that differs between two run configs."""
+    changes = {}
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                changes[f"{section}.{key}"] = [a.get(key), b.get(key)]
+    return changes
+
+
+def _check_resume_config(saved: dict[str, Any], cfg: RunConfig, out_dir: Path) -> dict[str, list]:
+    """The changes a resume makes to the run's config; refuses changes to the model, data or loss."""
+    changes = _config_changes(saved, cfg.to_dict())
+    frozen = [k for k in changes if k.split(".")[0] in _FROZEN_ON_RESUME
+              and not (k.startswith("data.") and k.split(".", 1)[1] in _DATA_FREE_ON_RESUME)]
+    if frozen:
+        old, new = changes[frozen[0]]
+        raise HypersegError(f"--resume: {out_dir} was trained with {frozen[0]}={old!r}, this command gives {new!r}; "
+                            f"a resumed run keeps its model, data and loss (start a new run in another train.out_dir)")
+    return changes
+
+
+def _prepare_run_dir(out_dir: Path, cfg: RunConfig, resumed_step: Optional[int], changes: dict[str, list]) -> None:
+    """Create or reopen the run folder, touching only files the trainer wrote (rank 0 only)."""
+    if resumed_step is None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OutputExistsError(f"train.out_dir {out_dir} is a file; expected a new or empty folder")
+        if out_dir.is_dir() and any(out_dir.iterdir()):
+            raise OutputExistsError(f"train.out_dir {out_dir} is not empty; a new run needs a new or empty folder "
+                                    f"(continue a run there with --resume)")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return
+    for pattern in _STALE_TEMPS:  # half-written files of a run that was killed mid-save
+        for stale in out_dir.glob(pattern):
+            stale.unlink()
+    if changes:  # config.yaml stays the run's original; each resume that changed something is recorded
+        with (out_dir / "resumes.jsonl").open("a") as f:
+            f.write(json.dumps({"step": resumed_step, "changes": changes}) + "\n")
 
 
 def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
@@ -148,11 +217,17 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     if not resume and (last_path.exists() or best_path.exists()):
         raise OutputExistsError(f"{out_dir} already holds a run (last.pt/best.pt); continue it with --resume, "
                               f"or choose another train.out_dir")
+    changes: dict[str, list] = {}
     if resume:
         if not last_path.is_file():
             raise NotFoundError(f"--resume: no checkpoint at {last_path}")
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["state_dict"])
+        ckpt = load_training_checkpoint(last_path)
+        changes = _check_resume_config(ckpt["train_state"].get("run_config", {}), cfg, out_dir)
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError:
+            raise HypersegError(f"--resume: {last_path} holds another architecture than this run's model "
+                                f"({cfg.model.name})") from None
         state = ckpt["train_state"]
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -174,13 +249,10 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                            threshold=cfg.loss.threshold).to(device)
 
     if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob(".*.tmp"):  # half-written files of a run that was killed mid-save
-            stale.unlink()
-        tmp = out_dir / ".config.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        os.replace(tmp, out_dir / "config.yaml")
+        _prepare_run_dir(out_dir, cfg, start if resume else None, changes)
     logger = _Logger(out_dir, cfg.train.tensorboard, main)
+    if resume:
+        logger.truncate_after(start)  # lines logged after the checkpoint are logged again by this run
 
     transform = TrainTransform(mean=mean, std=std, crop_size=cfg.data.crop_size, scale_range=cfg.data.scale_range,
                                scale_prob=cfg.data.scale_prob, hflip=cfg.data.hflip, color_jitter=cfg.data.color_jitter,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import HypersegError, NotFoundError
+from ..safe_load import safe_torch_load
 
 __all__ = ["Backbone", "StaticSamePadConv2d", "load_backbone_weights", "PADDING_MODES"]
 
@@ -235,10 +236,7 @@ def load_backbone_weights(backbone: Backbone, source: Union[str, Path]) -> Path:
     Returns the file that was read. The reductions r_i, and the context head, stay untouched.
     """
     path = _resolve_weights_file(source)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable or not a tensor file
-        raise HypersegError(f"cannot read backbone weights from {path}: {exc}") from None
+    state = safe_torch_load(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

