@@ -1,15 +1,17 @@
 """Reading images and label maps with checks that name the file and say what was expected."""
 from __future__ import annotations
 
+import stat
+import warnings
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import HypersegError
 
-__all__ = ["read_image", "read_label", "DataError", "IMAGE_EXTENSIONS"]
+__all__ = ["read_image", "read_label", "max_image_pixels", "DataError", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -18,14 +20,38 @@ class DataError(HypersegError):
     """A data file is missing, unreadable, or not what the dataset expects."""
 
 
+def max_image_pixels() -> int:
+    """The largest image (width * height) we decode: Pillow's decompression-bomb limit, 89.5 MP by default."""
+    return int(Image.MAX_IMAGE_PIXELS or 2**31)
+
+
 def _open(path: Union[str, Path]) -> Image.Image:
+    """Decode one image file, turned upright by its EXIF orientation."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, socket or device)"
+        raise DataError(f"{path} is {kind}; expected an image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            width, height = img.size
+            if width * height > max_image_pixels():
+                raise DataError(f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
+                                f"{max_image_pixels() / 1e6:.1f} MP limit for images (a decompression bomb?)")
+            img.load()
+            img = ImageOps.exif_transpose(img)  # a phone photo stored sideways with an orientation tag
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: refused as a decompression bomb ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: cannot read the image ({exc.__class__.__name__}: {exc})") from None
     return img
 

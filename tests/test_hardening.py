@@ -1,0 +1,224 @@
+"""Hostile input, grouped by command: exit code 2, one sentence naming the culprit, no traceback,
+and input files byte-identical afterwards wherever data could be lost."""
+import errno
+import os
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import hyperseg
+from hyperseg.checkpoint import atomic_write, save_model
+from hyperseg.cli import main as cli_main
+from hyperseg.data.io import DataError, read_image
+from hyperseg.errors import HypersegError
+
+TINY = [
+    "model.name=hyperseg", "model.options.encoder_name=tf_efficientnet_lite0",
+    "model.options.weight_groups=[16,16,8,8,4]", "data.dataset=camvid", "data.crop_size=[64,96]",
+    "data.batch_size=2", "data.workers=0", "data.val_split=null", "train.log_interval=1",
+    "train.tensorboard=false", "train.progress=false", "train.ckpt_interval=1",
+]
+
+
+def _run(argv, capfd):
+    """Exit code and stderr of one CLI call; any traceback fails the test."""
+    code = cli_main([str(a) for a in argv])
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
+    return code, err
+
+
+def _error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims a size it does not hold (a decompression bomb's header)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_camvid, tmp_path_factory):
+    """A finished two-step run whose folder the resume tests copy."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    assert cli_main(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={out}", "optim.max_iters=2"]) == 0
+    return out
+
+
+def test_train_refuses_a_folder_holding_user_files(tiny_camvid, tmp_path, capfd):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my own settings\n")
+    (mine / ".draft.tmp").write_text("half-written by another program")
+    (mine / "metrics.jsonl").write_text("my numbers\n")
+    before = _snapshot(mine)
+    code, err = _run(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={mine}", "optim.max_iters=1"], capfd)
+    assert code == 2 and str(mine) in _error_line(err) and "not empty" in err
+    assert _snapshot(mine) == before
+
+
+def test_resume_refuses_another_model_and_records_schedule_changes(trained_run, tiny_camvid, tmp_path, capfd):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    config = (run / "config.yaml").read_bytes()
+    args = ["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={run}", "--resume"]
+    code, err = _run([*args, "optim.max_iters=2", "model.options.weight_groups=[8,8,8,8,4]"], capfd)
+    assert code == 2 and "model.options" in _error_line(err)
+    code, err = _run([*args, "optim.max_iters=3"], capfd)
+    assert code == 0, err
+    assert (run / "config.yaml").read_bytes() == config  # the run's original recipe stays
+    record = [line for line in (run / "resumes.jsonl").read_text().splitlines()]
+    assert len(record) == 1 and '"optim.max_iters": [2, 3]' in record[0] and '"step": 2' in record[0]
+    steps = [line for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [int(s.split('"step": ')[1].split(",")[0]) for s in steps] == [1, 2, 3]
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "malicious", "random"])
+def test_resume_refuses_a_bad_last_pt(trained_run, tiny_camvid, tmp_path, capfd, damage, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    last = run / "last.pt"
+    if damage == "truncated":
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    elif damage == "foreign":
+        save_model(hyperseg.create_model("hyperseg_s_camvid"), last)
+    elif damage == "malicious":
+        torch.save({"format": "hyperseg", "payload": _Payload()}, last)
+    else:
+        last.write_bytes(np.random.default_rng(0).bytes(4096))
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={run}", "optim.max_iters=3",
+                      "--resume"], capfd)
+    assert code == 2 and str(last) in _error_line(err)
+    assert "weights_only=False" not in err and not (tmp_path / "PWNED").exists()
+
+
+# -------------------------------------------------------------------------------------------- convert
+
+def test_convert_never_replaces_its_input(tmp_path, capfd):
+    pth = tmp_path / "a.pth"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "arch": "hyperseg_efficientnet"}, pth)
+    before = pth.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        code, err = _run(["convert", pth, pth, *extra], capfd)
+        assert code == 2 and "is the input" in _error_line(err)
+    assert pth.read_bytes() == before
+
+
+def test_convert_refuses_an_existing_output(tmp_path, capfd):
+    pth, out = tmp_path / "a.pth", tmp_path / "mine.pt"
+    torch.save({"state_dict": {"x": torch.zeros(1)}}, pth)
+    out.write_bytes(b"the user's file")
+    code, err = _run(["convert", pth, out], capfd)
+    assert code == 2 and "--overwrite" in _error_line(err) and out.read_bytes() == b"the user's file"
+
+
+@pytest.mark.parametrize("content", ["random", "int_keys", "empty"])
+def test_convert_bad_checkpoints(tmp_path, capfd, content):
+    pth = tmp_path / "bad.pth"
+    if content == "random":
+        pth.write_bytes(np.random.default_rng(1).bytes(1000))
+    elif content == "int_keys":
+        torch.save({"state_dict": {1: torch.zeros(1), 2: torch.ones(1)}}, pth)
+    else:
+        torch.save({}, pth)
+    code, err = _run(["convert", pth, tmp_path / "out.pt"], capfd)
+    assert code == 2 and str(pth) in _error_line(err) and not (tmp_path / "out.pt").exists()
+
+
+# ---------------------------------------------------------------------------------- outputs and files
+
+def test_atomic_write_on_a_full_disk_keeps_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+
+    def fill_disk(f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(HypersegError, match="metrics.json.*No space left"):
+        atomic_write(target, fill_disk)
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_unwritable_output_locations_name_the_path(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(HypersegError, match="a_file"):
+        atomic_write(blocker / "out.json", lambda f: f.write(b"{}"))
+    with pytest.raises(HypersegError, match="is a folder"):
+        atomic_write(tmp_path, lambda f: f.write(b"{}"))
+
+
+@pytest.mark.parametrize("command", ["eval", "bench", "export"])
+def test_out_that_is_a_folder(tmp_path, capfd, command):
+    folder = tmp_path / "results.onnx"
+    folder.mkdir()
+    code, err = _run([command, "--out", folder, "--overwrite"], capfd)
+    assert code == 2 and f"{folder} is a folder" in _error_line(err)
+
+
+def test_eval_refuses_to_replace_an_existing_out(tmp_path, capfd):
+    out = tmp_path / "metrics.json"
+    out.write_text("the user's file")
+    code, err = _run(["eval", "--out", out, "--data", tmp_path], capfd)
+    assert code == 2 and "--overwrite" in _error_line(err) and out.read_text() == "the user's file"
+
+
+# ------------------------------------------------------------------------------------- reading images
+
+def test_fifo_in_an_image_folder_is_named(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="pipe.png is not a regular file"):
+        read_image(fifo)
+
+
+@pytest.mark.parametrize("side", [10_000, 100_000])  # just over the pixel limit, and far over it
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, side):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header(side, side))
+    with pytest.raises(DataError, match="bomb.png: .*decompression bomb"):
+        read_image(bomb)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    stored = np.zeros((90, 120, 3), np.uint8)
+    stored[:, :10] = 255  # a white stripe on the left of the stored pixels
+    img = Image.fromarray(stored)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    img.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    shown = read_image(tmp_path / "phone.jpg")
+    assert shown.shape == (120, 90, 3)
+    assert shown[:10].mean() > 200 and shown[-10:].mean() < 50  # the stripe is now on top
+
+
+def test_dataloader_worker_errors_are_one_line(tiny_camvid, tmp_path, capfd):
+    root = tmp_path / "camvid"
+    shutil.copytree(tiny_camvid, root)
+    (root / "val" / "001.png").write_bytes(b"not a png")
+    code, err = _run(["eval", "--data", root, "--split", "val", "--workers", "2", "--runtime", "eager"], capfd)
+    assert code == 2 and "001.png" in _error_line(err) and "Original Traceback" not in err
