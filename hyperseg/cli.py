@@ -354,8 +354,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("hyperseg").setLevel(logging.INFO)  # one-time conversions say what they cost
     try:
         func(args)
-    except KeyboardInterrupt:
-        print(f"hyperseg {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        detail = f": {exc}" if str(exc) else ""  # a stopped training run says where it saved and how to resume
+        print(f"hyperseg {args.command}: interrupted{detail}", file=sys.stderr)
         return 130
     except (HypersegError, OSError) as exc:
         if args.debug:

@@ -68,6 +68,39 @@ def test_kill_9_then_resume_matches_uninterrupted(tiny_camvid, tmp_path):
     assert not list((tmp_path / "cut").glob(".*.tmp"))
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_and_resume_matches_uninterrupted(tiny_camvid, tmp_path, sig):
+    """Ctrl-C (to the whole process group, DataLoader worker included) or SIGTERM: step finished, saved, exit 130."""
+    common = ["optim.max_iters=8", "train.ckpt_interval=100", "train.val_interval=100", "data.workers=1"]
+    ref = subprocess.run(_train_cmd(tiny_camvid, tmp_path / "ref", *common), env=_env(), capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    proc = subprocess.Popen(_train_cmd(tiny_camvid, tmp_path / "cut", *common), env=_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 2:
+            os.killpg(proc.pid, sig)
+            break
+        time.sleep(0.02)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "--resume" in err
+    stopped = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["train_state"]["step"]
+    assert 2 <= stopped < 8
+    cmd = _train_cmd(tiny_camvid, tmp_path / "cut", *common)
+    resumed = subprocess.run(cmd + ["--resume"], env=_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = torch.load(tmp_path / "ref" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert a["train_state"]["step"] == b["train_state"]["step"] == 8
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    steps = [e["step"] for e in map(json.loads, log.read_text().splitlines()) if e["kind"] == "train"]
+    assert steps == list(range(1, 9))  # each step logged once across the stop and the resume
+
+
 def test_two_process_gloo_matches_single_process(tiny_camvid, tmp_path):
     common = ["optim.max_iters=4", "train.val_interval=4", "model.options.encoder_drop_rate=0",
               "model.options.encoder_drop_path_rate=0"]

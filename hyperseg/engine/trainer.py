@@ -28,6 +28,7 @@ from ..model import HyperSeg, create_model, list_models
 from ..runtime.torch_runtime import resolve_device
 from .config import RunConfig
 from .evaluate import evaluate
+from .interrupt import StopRequest, TrainingInterrupted, ignore_stop_signals
 from .losses import build_loss
 
 __all__ = ["train", "resolve_device", "build_model_for"]
@@ -263,6 +264,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     # or a resumed run would draw different dropout masks from an uninterrupted one.
     loader = DataLoader(KeyedDataset(train_set, transform, cfg.train.seed), batch_sampler=sampler,
                         num_workers=cfg.data.workers, persistent_workers=False, pin_memory=device.type == "cuda",
+                        worker_init_fn=ignore_stop_signals,
                         generator=torch.Generator().manual_seed(cfg.train.seed))
 
     def save(step: int, metrics: Optional[dict] = None) -> None:
@@ -298,49 +300,57 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                dynamic_ncols=True)
     seen_t, seen_n = time.time(), 0
     metrics = None
-    for images, labels in loader:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if cfg.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        sync = micro == cfg.optim.accum_steps - 1 or not distributed
-        ctx = net.no_sync() if distributed and not sync else contextlib.nullcontext()
-        with ctx:
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = net(images)
-            loss = criterion(logits.float(), labels) / cfg.optim.accum_steps
-            if not torch.isfinite(loss):
-                raise DivergedError(f"loss became {loss.item()} at step {step}; lower optim.lr or check the data")
-            scaler.scale(loss).backward()
-        running.append(loss.item())
-        seen_n += images.shape[0] * world
-        micro += 1
-        if micro < cfg.optim.accum_steps:
-            continue
-        micro = 0
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        step += 1
-        bar.update(1)
-        if step % cfg.train.log_interval == 0 or step == max_iters:
-            rate = seen_n / max(time.time() - seen_t, 1e-9)
-            step_loss = torch.tensor(float(sum(running)))
-            if distributed:  # log the global batch's loss, not one shard's
-                dist.all_reduce(step_loss)
-                step_loss /= world
-            values = {"loss": step_loss.item(), "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate}
-            bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}", img_s=f"{rate:.1f}")
-            logger.log(step, "train", values)
-            seen_t, seen_n = time.time(), 0
-        running = []
-        interval = cfg.train.val_interval
-        if step == max_iters or (interval > 0 and step % interval == 0):
-            metrics = validate(step)
-            save(step, metrics)
-        elif step % cfg.train.ckpt_interval == 0:
-            save(step)
+    with StopRequest() as stop:  # Ctrl-C / SIGTERM: finish the step, save, then stop
+        for images, labels in loader:
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            if cfg.train.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            sync = micro == cfg.optim.accum_steps - 1 or not distributed
+            ctx = net.no_sync() if distributed and not sync else contextlib.nullcontext()
+            with ctx:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = net(images)
+                loss = criterion(logits.float(), labels) / cfg.optim.accum_steps
+                if not torch.isfinite(loss):
+                    raise DivergedError(f"loss became {loss.item()} at step {step}; lower optim.lr or check the data")
+                scaler.scale(loss).backward()
+            running.append(loss.item())
+            seen_n += images.shape[0] * world
+            micro += 1
+            if micro < cfg.optim.accum_steps:
+                continue
+            micro = 0
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.train.log_interval == 0 or step == max_iters:
+                rate = seen_n / max(time.time() - seen_t, 1e-9)
+                step_loss = torch.tensor(float(sum(running)))
+                if distributed:  # log the global batch's loss, not one shard's
+                    dist.all_reduce(step_loss)
+                    step_loss /= world
+                values = {"loss": step_loss.item(), "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate}
+                bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}", img_s=f"{rate:.1f}")
+                logger.log(step, "train", values)
+                seen_t, seen_n = time.time(), 0
+            running = []
+            interval = cfg.train.val_interval
+            if step == max_iters or (interval > 0 and step % interval == 0):
+                metrics = validate(step)
+                save(step, metrics)
+            elif step % cfg.train.ckpt_interval == 0:
+                save(step)
+            if stop.agreed(distributed) and step < max_iters:
+                if step % cfg.train.ckpt_interval:
+                    save(step)
+                break
     bar.close()
+    if stop.signal is not None and step < max_iters:
+        raise TrainingInterrupted(f"stopped at step {step} of {max_iters}; {last_path} holds it. Continue with the "
+                                  f"same command plus --resume")
     if step == start and start >= max_iters and main:
         tqdm.write(f"nothing to do: the run already reached optim.max_iters={max_iters}")
     if distributed:
