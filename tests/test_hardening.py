@@ -222,3 +222,40 @@ def test_dataloader_worker_errors_are_one_line(tiny_camvid, tmp_path, capfd):
     (root / "val" / "001.png").write_bytes(b"not a png")
     code, err = _run(["eval", "--data", root, "--split", "val", "--workers", "2", "--runtime", "eager"], capfd)
     assert code == 2 and "001.png" in _error_line(err) and "Original Traceback" not in err
+
+
+# ----------------------------------------------------------------------------------------- train config
+
+@pytest.mark.parametrize("override, expected", [
+    ("data.batch_size=0", "data.batch_size=0 is out of range"),
+    ("data.batch_size=-2", "data.batch_size=-2 is out of range"),
+    ("optim.max_iters=0", "optim.max_iters=0 is out of range"),
+    ("optim.max_iters=-5", "optim.max_iters=-5 is out of range"),
+    ("optim.accum_steps=0", "optim.accum_steps=0 is out of range"),
+    ("optim.lr=0", "optim.lr=0.0 is out of range"),
+    ("optim.lr=abc", "optim.lr='abc' is not a number"),
+    ("data.crop_size=[16,16]", "data.crop_size=[16, 16] is out of range"),
+    ("train.amp=fp8", "train.amp='fp8' is out of range"),
+])
+def test_train_config_values_are_checked_before_anything_is_created(tmp_path, capfd, override, expected):
+    out = tmp_path / "run"
+    code, err = _run(["train", *TINY, f"train.out_dir={out}", override], capfd)
+    assert code == 2 and expected in _error_line(err) and not out.exists()
+
+
+def test_yaml_numbers_written_as_text_are_read_as_numbers(tmp_path):
+    from hyperseg.engine.config import load_config
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("optim:\n  lr: 1e-3\n  max_iters: 2.0\ntrain:\n  amp: off\n")  # PyYAML: '1e-3' text, off false
+    cfg = load_config(recipe)
+    assert cfg.optim.lr == 0.001 and cfg.optim.max_iters == 2 and cfg.train.amp == "off"
+
+
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path, capfd):
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    bomb.write_text("\n".join(lines) + "\n")  # about 10**9 values once expanded, 600 bytes on disk
+    code, err = _run(["train", "--config", bomb, "train.out_dir=" + str(tmp_path / "run")], capfd)
+    assert code == 2 and "bomb.yaml" in _error_line(err) and "YAML bomb" in err

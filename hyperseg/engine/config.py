@@ -6,9 +6,11 @@ not have is an error, and the resolved config is saved with every run.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import yaml
 
@@ -34,7 +36,7 @@ class DataSection:
     dataset: str = "camvid"  # camvid | camvid32 | cityscapes | voc | ade20k | folder
     root: str = "../shared/data/camvid"
     train_split: str = "train"
-    val_split: str = "val"
+    val_split: Optional[str] = "val"  # null: no validation (train on train+val, keep the last weights)
     classes_file: Optional[str] = None  # folder datasets: YAML with class names (+ palette)
     crop_size: Optional[list[int]] = None  # [H, W]
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
@@ -96,6 +98,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "config") -> "RunConfig":
+        """Build a config, coercing each value to its field's type and checking its range."""
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping of sections, got {type(data).__name__}")
         sections = {f.name: f.type for f in dataclasses.fields(cls)}
@@ -108,13 +111,143 @@ class RunConfig:
             values = data.get(f.name) or {}
             if not isinstance(values, dict):
                 raise ConfigError(f"{where}: section {f.name!r} must be a mapping")
-            known = {g.name for g in dataclasses.fields(section_cls)}
-            bad = sorted(set(values) - known)
+            hints = typing.get_type_hints(section_cls)
+            bad = sorted(set(values) - set(hints))
             if bad:
                 raise ConfigError(f"{where}: unknown config key(s) {[f'{f.name}.{b}' for b in bad]}; "
-                                  f"valid keys in {f.name!r}: {sorted(known)}")
-            built[f.name] = section_cls(**values)
+                                  f"valid keys in {f.name!r}: {sorted(hints)}")
+            typed = {key: _coerce(value, hints[key], f"{f.name}.{key}", where) for key, value in values.items()}
+            for key, value in typed.items():
+                _check_range(f"{f.name}.{key}", value, where)
+            built[f.name] = section_cls(**typed)
         return cls(**built)
+
+
+def _describe(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Union:
+        inner = [a for a in args if a is not type(None)]
+        return f"{_describe(inner[0])} or null"
+    if origin is list:
+        return f"a list of {_describe(args[0]).replace('a number', 'numbers').replace('an integer', 'integers')}"
+    return {float: "a number", int: "an integer", bool: "true or false", str: "text", dict: "a mapping"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """``value`` as type ``tp``: "1e-3" (PyYAML reads it as text) becomes 0.001, 2.0 becomes 2 for integers."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    fail = ConfigError(f"{where}: {key}={value!r} is not {_describe(tp)}")
+    if origin is Union:
+        if value is None:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), key, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise fail
+        return [_coerce(v, args[0], key, where) for v in value]
+    if key == "train.amp" and value is False:
+        return "off"  # YAML 1.1 reads a bare `off` as false
+    if isinstance(value, bool) and tp is not bool:
+        raise fail
+    try:
+        if tp is float and isinstance(value, (int, float, str)):
+            return float(value)
+        if tp is int:
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, (int, str)):
+                return int(value)
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+        if tp is str and isinstance(value, (str, int, float)):
+            return str(value)
+        if tp is dict and isinstance(value, dict):
+            return value
+    except (ValueError, OverflowError):
+        pass
+    raise fail
+
+
+def _at_least(low: float) -> tuple[str, Callable[[Any], bool]]:
+    return f">= {low:g}", lambda v: v >= low
+
+
+def _positive() -> tuple[str, Callable[[Any], bool]]:
+    return "> 0 and finite", lambda v: 0 < v < math.inf
+
+
+def _within(low: float, high: float) -> tuple[str, Callable[[Any], bool]]:
+    return f"in [{low:g}, {high:g}]", lambda v: low <= v <= high
+
+
+def _pair(check: tuple[str, Callable[[Any], bool]]) -> tuple[str, Callable[[Any], bool]]:
+    return f"two values, each {check[0]}", lambda v: len(v) == 2 and all(check[1](x) for x in v)
+
+
+_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "data.crop_size": _pair(_at_least(32)),
+    "data.val_resize": _pair(_at_least(32)),
+    "data.scale_range": ("two numbers 0 < low <= high", lambda v: len(v) == 2 and 0 < v[0] <= v[1] < math.inf),
+    "data.scale_prob": _within(0, 1),
+    "data.hflip": _within(0, 1),
+    "data.color_jitter": _within(0, 1),
+    "data.rotation": _within(0, 180),
+    "data.batch_size": _at_least(1),
+    "data.val_batch_size": _at_least(1),
+    "data.workers": _at_least(0),
+    "optim.lr": _positive(),
+    "optim.betas": ("two numbers in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
+    "optim.weight_decay": ("a number >= 0", lambda v: 0 <= v < math.inf),
+    "optim.poly_power": ("a number >= 0", lambda v: 0 <= v < math.inf),
+    "optim.max_iters": _at_least(1),
+    "optim.accum_steps": _at_least(1),
+    "loss.k": _at_least(1),
+    "loss.threshold": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "loss.class_weights": ("a list of numbers >= 0", lambda v: all(0 <= w < math.inf for w in v)),
+    "train.seed": _at_least(0),
+    "train.amp": ("off, bf16 or fp16", lambda v: v in ("off", "bf16", "fp16")),
+    "train.log_interval": _at_least(1),
+    "train.val_interval": _at_least(0),
+    "train.ckpt_interval": _at_least(1),
+}
+
+
+def _check_range(key: str, value: Any, where: str) -> None:
+    rule = _RANGES.get(key)
+    if rule is not None and value is not None and not rule[1](value):
+        raise ConfigError(f"{where}: {key}={value!r} is out of range; expected {rule[0]}")
+
+
+# A YAML file this many nodes long once its aliases are expanded is an attack, not a recipe.
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    if id(node) not in memo:
+        memo[id(node)] = 0  # a recursive alias counts once
+        if isinstance(node, yaml.MappingNode):
+            size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+        else:
+            size = 1
+        memo[id(node)] = size
+    return memo[id(node)]
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` that first refuses documents whose aliases expand past :data:`MAX_YAML_NODES`."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise ConfigError(f"{where}: the YAML expands to more than {MAX_YAML_NODES:,} values through its "
+                              f"aliases; refusing it (a YAML bomb?)")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -136,10 +269,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        loaded = _parse_yaml(path.read_text(), str(path)) or {}
         RunConfig.from_dict(loaded, str(path))  # reject unknown keys, naming the file
         for section, values in loaded.items():
             data[section].update(values or {})
@@ -147,5 +277,5 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
         if "=" not in item:
             raise ConfigError(f"override {item!r} must be section.key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        _set_dotted(data, key.strip(), _parse_yaml(raw, f"override {item!r}"))
     return RunConfig.from_dict(data, "overrides" if overrides else str(path or "config"))
