@@ -140,6 +140,9 @@ def load_model(source: Union[str, Path], *, map_location: Union[str, torch.devic
 
     Returns the model in eval mode, with ``model.meta`` restored.
     """
+    if not isinstance(source, (str, Path)):
+        raise InputTypeError(f"load_model expects a built-in weights name or a checkpoint path, got "
+                             f"{type(source).__name__}")
     shipped = builtin_weights()
     path = shipped[str(source)] if str(source) in shipped else Path(source).expanduser()
     if not path.is_file():

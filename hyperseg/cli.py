@@ -142,8 +142,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.confusion_image}")
 
 
-def _cmd_predict(args: argparse.Namespace) -> None:
-    from .engine.predict import DEFAULT_MODEL, Predictor, collect_inputs
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .engine.predict import DEFAULT_MODEL, Predictor, check_alpha, collect_inputs
+
+    check_alpha(args.alpha)
+    if args.max_size < 0:
+        raise HypersegError(f"--max-size {args.max_size}: expected a number of pixels, or 0 for no limit")
 
     if args.inputs:
         files = [f for source in args.inputs for f in collect_inputs(source)]
@@ -153,11 +157,20 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         files = sorted((Path(__file__).resolve().parent / "assets").glob("*.png"))[:1]
         if not files:
             raise HypersegError("no input given and no bundled sample image found")
-    predictor = Predictor(args.model or DEFAULT_MODEL, **_tta_options(args), **_runtime_options(args))
+    predictor = Predictor(args.model or DEFAULT_MODEL, max_size=args.max_size or None, **_tta_options(args),
+                          **_runtime_options(args))
     print(f"model: {predictor.runtime.describe()}", file=sys.stderr)
-    written = predictor.predict_files(files, args.out, alpha=args.alpha, video_labels=args.video_labels)
+    failures: list = []
+    written = predictor.predict_files(files, args.out, alpha=args.alpha, video_labels=args.video_labels,
+                                      failures=failures)
     for path in written:
         print(path)
+    for _, message in failures:
+        print(f"hyperseg predict: skipped {message}", file=sys.stderr)
+    if failures:
+        print(f"hyperseg predict: {len(failures)} of {len(files)} inputs failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -283,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", help="image, folder, glob or video (default: the bundled sample)")
     p.add_argument("--model", default=None, help="checkpoint, authors' .pth, or built-in name (default: camvid)")
     p.add_argument("--out", default="hyperseg_out", help="output folder")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1]")
+    p.add_argument("--max-size", type=int, default=2048,
+                   help="segment images whose longer side is larger at this size, to bound memory (0: no limit)")
     _add_tta_arguments(p)
     p.add_argument("--video-labels", action="store_true", help="for videos, also write per-frame label PNGs")
     _add_runtime_arguments(p)
@@ -347,13 +362,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    func: Callable[[argparse.Namespace], None] = args.func
+    func: Callable[[argparse.Namespace], Optional[int]] = args.func
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="hyperseg: %(message)s", stream=sys.stderr)
     logging.getLogger("hyperseg").setLevel(logging.INFO)  # one-time conversions say what they cost
     try:
-        func(args)
+        code = func(args)
     except KeyboardInterrupt as exc:
         detail = f": {exc}" if str(exc) else ""  # a stopped training run says where it saved and how to resume
         print(f"hyperseg {args.command}: interrupted{detail}", file=sys.stderr)
@@ -366,7 +381,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             else _one_line(exc)
         print(f"hyperseg {args.command}: error: {message}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -8,19 +8,31 @@ patches it actually computes, including pw1 on the ring pixels of the windows.
 """
 from __future__ import annotations
 
+import copy
 from typing import Union
 
 import torch
 from torch import nn
 
+from .errors import HypersegError
 from .model.decoder.dpwconv import PatchDepthwiseConv, PatchPointwiseConv
+from .model.hyperseg import MIN_INPUT_SIZE
 
 __all__ = ["profile"]
 
 
 def profile(model: nn.Module, input_size: Union[int, tuple[int, int]], *, batch: int = 1) -> dict[str, Union[int, float]]:
-    """``{"params": int, "gmacs": float}`` for one forward pass at ``input_size`` = (H, W)."""
+    """``{"params": int, "gmacs": float}`` for one forward pass at ``input_size`` = (H, W).
+
+    The pass runs on a copy of the model on the ``meta`` device: only shapes are computed, so any
+    size can be counted without the memory (or time) a real pass would take.
+    """
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    if not all(isinstance(v, int) and v >= MIN_INPUT_SIZE for v in (h, w)) or not (isinstance(batch, int) and batch >= 1):
+        raise HypersegError(f"profile: input size {h}x{w} (batch {batch}) is not valid; expected whole numbers, "
+                            f"height and width at least {MIN_INPUT_SIZE} and batch at least 1")
+    params = sum(p.numel() for p in model.parameters())
+    model = copy.deepcopy(model).to("meta")
     total = [0]
 
     def count(mod: nn.Module, args, out) -> None:
@@ -35,16 +47,10 @@ def profile(model: nn.Module, input_size: Union[int, tuple[int, int]], *, batch:
         elif isinstance(mod, nn.Linear):
             total[0] += out.numel() * mod.in_features
 
-    hooks = [m.register_forward_hook(count) for m in model.modules()]
-    was_training = model.training
-    param = next(model.parameters())
+    for m in model.modules():
+        m.register_forward_hook(count)
     in_channels = getattr(getattr(model, "config", None), "in_channels", 3)
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(batch, in_channels, h, w, dtype=param.dtype, device=param.device))
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
-    return {"params": sum(p.numel() for p in model.parameters()), "gmacs": total[0] / 1e9}
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(batch, in_channels, h, w, dtype=next(model.parameters()).dtype, device="meta"))
+    return {"params": params, "gmacs": total[0] / 1e9}

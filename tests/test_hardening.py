@@ -16,6 +16,7 @@ import hyperseg
 from hyperseg.checkpoint import atomic_write, save_model
 from hyperseg.cli import main as cli_main
 from hyperseg.data.io import DataError, read_image
+from hyperseg.engine.predict import Predictor
 from hyperseg.errors import HypersegError
 
 TINY = [
@@ -259,3 +260,105 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path, capfd):
     bomb.write_text("\n".join(lines) + "\n")  # about 10**9 values once expanded, 600 bytes on disk
     code, err = _run(["train", "--config", bomb, "train.out_dir=" + str(tmp_path / "run")], capfd)
     assert code == 2 and "bomb.yaml" in _error_line(err) and "YAML bomb" in err
+
+
+# ------------------------------------------------------------------------------------ eval and predict
+
+@pytest.mark.parametrize("option", [["--scales", "0"], ["--scales", "-1"], ["--scales", "abc"],
+                                    ["--window", "axb"], ["--window", "8x8"], ["--batch-size", "0"]])
+def test_eval_bad_test_time_options(tiny_camvid, capfd, option):
+    code, err = _run(["eval", "--data", tiny_camvid, "--split", "val", "--runtime", "eager", *option], capfd)
+    assert code == 2 and (option[1] in _error_line(err) or option[0][2:] in _error_line(err))
+
+
+def test_eval_batch_of_mixed_sizes_is_refused(tiny_camvid, tmp_path, capfd):
+    root = tmp_path / "camvid"
+    shutil.copytree(tiny_camvid, root)
+    for folder in ("val", "valannot"):
+        img = Image.open(root / folder / "001.png")
+        img.resize((128, 64), Image.NEAREST).save(root / folder / "001.png")
+    code, err = _run(["eval", "--data", root, "--split", "val", "--runtime", "eager", "--batch-size", "2"], capfd)
+    assert code == 2 and "different sizes" in _error_line(err) and "batch size 1" in err
+
+
+@pytest.mark.parametrize("alpha", ["2", "-0.1", "nan"])
+def test_predict_alpha_outside_0_1(tmp_path, capfd, alpha):
+    code, err = _run(["predict", "--out", tmp_path / "o", "--alpha", alpha, "--runtime", "eager"], capfd)
+    assert code == 2 and "alpha" in _error_line(err) and not (tmp_path / "o").exists()
+
+
+def test_predict_folder_goes_on_past_bad_images(tmp_path, capfd):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.full((64, 96, 3), 120, np.uint8)).save(photos / "a_good.png")
+    (photos / "b_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(photos / "c_tiny.png")
+    Image.fromarray(np.full((64, 96, 3), 60, np.uint8)).save(photos / "d_good.png")
+    before = _snapshot(photos)
+    code = cli_main(["predict", str(photos), "--out", str(tmp_path / "out"), "--runtime", "eager"])
+    err = capfd.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "b_broken.png" in err and "c_tiny.png" in err and "2 of 4 inputs failed" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a_good.png", "a_good_overlay.jpg", "d_good.png", "d_good_overlay.jpg"]
+    assert _snapshot(photos) == before
+
+
+def test_max_size_segments_large_images_smaller_and_scales_labels_back(tmp_path):
+    rng = np.random.default_rng(0)
+    image = np.kron(rng.integers(0, 255, (10, 15, 3)), np.ones((20, 20, 1))).astype(np.uint8)  # 200x300
+    small = Predictor("camvid", runtime="eager", max_size=150)
+    labels = small(image)
+    assert labels.shape == (200, 300)
+    # oracle: the same model on the image resized to 100x150, labels upscaled by pixel repetition
+    full = Predictor("camvid", runtime="eager", max_size=None)
+    x = torch.nn.functional.interpolate(full.preprocess(image), size=(100, 150), mode="bilinear",
+                                        align_corners=False, antialias=True)
+    expected = full.runtime(x).max(1).indices[0].numpy().astype(np.uint8).repeat(2, 0).repeat(2, 1)
+    assert (labels == expected).mean() > 0.999
+
+
+def test_device_cuda_without_a_gpu(tmp_path, capfd):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, err = _run(["predict", "--out", tmp_path / "o", "--device", "cuda"], capfd)
+    assert code == 2 and "cuda" in _error_line(err)
+    with pytest.raises(HypersegError, match="CUDA is not available"):
+        Predictor("camvid", device="cuda")
+
+
+# --------------------------------------------------------------------------------------------- profile
+
+def test_profile_bad_and_huge_sizes(capfd):
+    code, err = _run(["profile", "camvid", "--height", "-5"], capfd)
+    assert code == 2 and "-5" in _error_line(err)
+    # counted on the meta device: a size that could never be allocated is counted in a moment
+    assert cli_main(["profile", "camvid", "--height", "40000", "--width", "60000"]) == 0
+    assert '"gmacs"' in capfd.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------- API
+
+def test_api_casts_float64_and_float16_input():
+    model = hyperseg.load_model("camvid")
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(x)
+        got64 = model(x.double())
+        got16 = model(x.half())
+    assert got64.dtype == torch.float32 and torch.equal(got64, expected)
+    assert got16.dtype == torch.float32 and (got16 - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: hyperseg.load_model("camvid")(torch.zeros(0, 3, 64, 64)), "empty"),
+    (lambda: hyperseg.load_model(None), "load_model expects"),
+    (lambda: hyperseg.from_official(123), "from_official expects"),
+    (lambda: Predictor("camvid", runtime="eager", scales=()), "scales is empty"),
+    (lambda: Predictor("camvid", runtime="eager", scales=(0.0,)), "scale 0.0"),
+    (lambda: hyperseg.create_model("hyperseg_s_camvid", in_channels=-1), "in_channels"),
+    (lambda: hyperseg.create_model("hyperseg_s_camvid", num_classes=0), "num_classes"),
+])
+def test_api_bad_arguments_raise_our_error(call, match):
+    with pytest.raises(HypersegError, match=match):
+        call()

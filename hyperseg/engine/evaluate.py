@@ -6,13 +6,14 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from ..data.io import DataError
 from ..data.transforms import EvalTransform
 from ..errors import HypersegError
-from .inference import predict_logits
+from .inference import check_test_time_options, predict_logits
 from .metrics import ConfusionMatrix
 
 __all__ = ["evaluate", "check_classes"]
@@ -43,6 +44,15 @@ class _Eval:
         return self.transform(*self.dataset.load(i))
 
 
+def _collate_same_size(batch: list) -> tuple[Tensor, Tensor]:
+    """Stack a batch, refusing images of different sizes (padding them would change what the model sees)."""
+    sizes = sorted({tuple(image.shape[-2:]) for image, _ in batch})
+    if len(sizes) > 1:
+        raise DataError(f"a batch holds images of different sizes ({', '.join(f'{h}x{w}' for h, w in sizes)}); "
+                        f"evaluate this dataset with batch size 1, or resize to one size")
+    return torch.stack([image for image, _ in batch]), torch.stack([torch.as_tensor(label) for _, label in batch])
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, *, mean: Optional[Sequence[float]] = None,
              std: Optional[Sequence[float]] = None, device: Optional[torch.device] = None,
@@ -65,10 +75,13 @@ def evaluate(model: nn.Module, dataset, *, mean: Optional[Sequence[float]] = Non
     if device is None:
         device = getattr(model, "device", None) or next(model.parameters()).device
     scored = check_classes(model, dataset)
+    scales = check_test_time_options(scales, window)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     indices = list(range(rank, len(dataset), world))
     data = Subset(_Eval(dataset, EvalTransform(mean, std)), indices)
-    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, shuffle=False,
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise HypersegError(f"batch size {batch_size!r}: expected a whole number >= 1")
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, shuffle=False, collate_fn=_collate_same_size,
                         generator=torch.Generator())  # leaves the global RNG (training dropout) untouched
     was_training = model.training
     model.eval()

@@ -6,7 +6,28 @@ from typing import Optional, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["predict_logits"]
+from ..errors import HypersegError
+from ..model.hyperseg import MIN_INPUT_SIZE
+
+__all__ = ["predict_logits", "check_test_time_options"]
+
+MAX_SCALE = 8.0
+
+
+def check_test_time_options(scales: Sequence[float], window: Optional[Sequence[int]] = None) -> tuple[float, ...]:
+    """The scales as a tuple, after refusing an empty list, non-positive or absurd scales and tiny windows."""
+    scales = tuple(scales) if isinstance(scales, (list, tuple)) else (scales,)
+    if not scales:
+        raise HypersegError("scales is empty; give at least one, e.g. (1.0,)")
+    for s in scales:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= MAX_SCALE:
+            raise HypersegError(f"scale {s!r} is out of range; expected numbers in (0, {MAX_SCALE:g}]")
+    if window is not None:
+        window = list(window)
+        if len(window) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < MIN_INPUT_SIZE for v in window):
+            raise HypersegError(f"window {window!r} is not valid; expected [height, width], each at least "
+                                f"{MIN_INPUT_SIZE} px")
+    return tuple(float(s) for s in scales)
 
 
 def _sliding(model: nn.Module, x: Tensor, window: Sequence[int], stride: Sequence[int], num_classes: int) -> Tensor:
@@ -36,6 +57,7 @@ def predict_logits(model: nn.Module, x: Tensor, *, flip: bool = False, scales: S
 
     ``window``/``stride`` (H, W) switch on sliding-window inference at every scale.
     """
+    scales = check_test_time_options(scales, window)
     h, w = x.shape[-2:]
     num_classes = model.num_classes if hasattr(model, "num_classes") else model.module.num_classes
     total: Optional[Tensor] = None

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
@@ -19,9 +20,9 @@ from ..classes import default_palette
 from ..data.io import IMAGE_EXTENSIONS, DataError, read_image
 from ..errors import HypersegError, require
 from ..runtime import Runtime, load_runtime
-from .inference import predict_logits
+from .inference import check_test_time_options, predict_logits
 
-__all__ = ["Predictor", "collect_inputs", "output_names", "VIDEO_EXTENSIONS", "DEFAULT_MODEL"]
+__all__ = ["Predictor", "collect_inputs", "output_names", "VIDEO_EXTENSIONS", "DEFAULT_MODEL", "DEFAULT_MAX_SIZE"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 DEFAULT_MODEL = "camvid"
@@ -74,6 +75,16 @@ def _save_atomic(img: Image.Image, path: Path) -> None:
     atomic_write(path, lambda f: img.save(f, format="PNG" if path.suffix.lower() == ".png" else "JPEG"))
 
 
+# Longest image side segmented at full size by default. Measured peak memory of `hyperseg predict`
+# (built-in model, torch runtime): 1.8 GB for a 2048x1536 image, 2.9 GB for 8000x6000.
+DEFAULT_MAX_SIZE = 2048
+
+
+def check_alpha(alpha: float) -> None:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise HypersegError(f"alpha {alpha!r}: expected the overlay opacity as a number in [0, 1]")
+
+
 class Predictor:
     """Segments RGB images with a model in the fastest available runtime; returns label maps, draws overlays.
 
@@ -86,12 +97,18 @@ class Predictor:
         flip / scales / window: test-time augmentation, see ``engine.inference.predict_logits``.
         calibration: image folder for int8 conversion of a PyTorch model.
         meta: class names / mean / std for an ONNX file without our metadata.
+        max_size: images whose longer side exceeds it are segmented at that size and the labels
+            scaled back up (nearest), which bounds memory; ``None`` segments every image at full size.
     """
 
     def __init__(self, model: Union[nn.Module, Runtime, str, Path] = DEFAULT_MODEL, *, device: str = "auto",
                  runtime: str = "auto", precision: Optional[str] = None, flip: bool = False,
                  scales: Sequence[float] = (1.0,), window: Optional[Sequence[int]] = None,
-                 calibration: Optional[str] = None, meta: Optional[dict[str, Any]] = None) -> None:
+                 calibration: Optional[str] = None, meta: Optional[dict[str, Any]] = None,
+                 max_size: Optional[int] = DEFAULT_MAX_SIZE) -> None:
+        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 32):
+            raise HypersegError(f"max_size {max_size!r}: expected a whole number of pixels >= 32, or None")
+        self.max_size = max_size
         self.runtime = load_runtime(model, runtime=runtime, precision=precision, device=device,
                                     calibration=calibration, meta=meta)
         info = self.runtime.meta
@@ -99,7 +116,7 @@ class Predictor:
         self.class_names = list(info.get("class_names") or [str(i) for i in range(self.runtime.num_classes)])
         palette = info.get("palette") or default_palette(self.runtime.num_classes)
         self.palette = np.array([tuple(c) for c in palette], dtype=np.uint8)
-        self.flip, self.scales, self.window = flip, tuple(scales), window
+        self.flip, self.scales, self.window = flip, check_test_time_options(scales, window), window
         # uint8 -> normalised float in one multiply-add: (x / 255 - mean) / std
         self._scale = (1.0 / (255.0 * torch.tensor(self.std))).view(3, 1, 1)
         self._shift = (-torch.tensor(self.mean) / torch.tensor(self.std)).view(3, 1, 1)
@@ -121,15 +138,30 @@ class Predictor:
 
     def __call__(self, image: Union[np.ndarray, Image.Image, str, Path]) -> np.ndarray:
         """(H, W) uint8 class indices for an RGB uint8 (H, W, 3) array, PIL image or file."""
-        logits = predict_logits(self.runtime, self.preprocess(image).to(self.device), flip=self.flip,
-                                scales=self.scales, window=self.window)
+        x = self.preprocess(image)
+        size = tuple(x.shape[-2:])
+        if self.max_size is not None and max(size) > self.max_size:
+            factor = self.max_size / max(size)
+            x = F.interpolate(x, size=(max(1, round(size[0] * factor)), max(1, round(size[1] * factor))),
+                              mode="bilinear", align_corners=False, antialias=True)
+        try:
+            logits = predict_logits(self.runtime, x.to(self.device), flip=self.flip, scales=self.scales,
+                                    window=self.window)
+        except HypersegError as exc:
+            if isinstance(image, (str, Path)):
+                raise HypersegError(f"{image}: {exc}") from None
+            raise
         # max().indices rather than argmax(): same labels, ~10x faster over the class dim of NCHW on CPU
-        return logits.max(1).indices[0].to(torch.uint8).cpu().numpy()
+        labels = logits.max(1).indices[0].to(torch.uint8).cpu().numpy()
+        if labels.shape != size:  # segmented smaller: labels back to the image's size
+            labels = np.asarray(Image.fromarray(labels).resize((size[1], size[0]), Image.NEAREST))
+        return labels
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         return self.palette[np.clip(labels, 0, len(self.palette) - 1)]
 
     def overlay(self, image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        check_alpha(alpha)
         blended = image.astype(np.float32) * (1 - alpha) + self.colorize(labels).astype(np.float32) * alpha
         return blended.round().astype(np.uint8)
 
@@ -141,12 +173,16 @@ class Predictor:
         return img
 
     def predict_files(self, files: Iterable[Path], out_dir: Union[str, Path], *, alpha: float = 0.5,
-                      progress: bool = True, video_labels: bool = False) -> list[Path]:
+                      progress: bool = True, video_labels: bool = False,
+                      failures: Optional[list[tuple[Path, str]]] = None) -> list[Path]:
         """Write ``<name>.png`` (labels) and ``<name>_overlay.jpg`` per image, or an overlay video per video.
 
         ``<name>`` is the input's stem, made unique when stems repeat (see :func:`output_names`).
-        Refuses before writing anything if an output would replace one of the inputs.
+        Refuses before writing anything if an output would replace one of the inputs. With a
+        ``failures`` list, an input that cannot be read or segmented is recorded there as
+        ``(path, message)`` and the others are still processed; without one, it raises.
         """
+        check_alpha(alpha)
         from tqdm import tqdm
 
         out = Path(out_dir)
@@ -164,8 +200,15 @@ class Predictor:
                 written.append(self.predict_video(path, targets[0], alpha=alpha, labels_dir=labels_dir,
                                                   progress=progress))
                 continue
-            image = read_image(path)
-            labels = self(image)
+            try:
+                image = read_image(path)
+                labels = self(image)
+            except HypersegError as exc:
+                if failures is None:
+                    raise
+                message = str(exc)
+                failures.append((path, message if str(path) in message else f"{path}: {message}"))
+                continue
             _save_atomic(self.label_image(labels), targets[0])
             _save_atomic(Image.fromarray(self.overlay(image, labels, alpha)), targets[1])
             written += targets

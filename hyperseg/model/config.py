@@ -93,8 +93,16 @@ class HyperSegConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise HypersegError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise HypersegError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        for name in ("num_classes", "in_channels", "context_levels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise HypersegError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("decoder_channels", "weight_groups"):
+            values = getattr(self, name)
+            if values is not None and any(not isinstance(v, int) or v < 1 for v in values):
+                raise HypersegError(f"{name} must hold positive integers, got {values}")
+        if any(not 0 < r <= 1 for r in self.encoder_reductions):
+            raise HypersegError(f"encoder_reductions must be in (0, 1], got {self.encoder_reductions}")
         levels = len(self.decoder_kernel_sizes)
         if not 1 <= levels <= 6:
             raise HypersegError(f"decoder_kernel_sizes must have 1 to 6 entries (levels), got {self.decoder_kernel_sizes}")

@@ -112,6 +112,11 @@ class HyperSeg(nn.Module):
         gh, gw = cfg.patch_grid
         return math.lcm(base, 32 * gh), math.lcm(base, 32 * gw)
 
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype of the weights, which inputs are cast to."""
+        return next(self.backbone.parameters()).dtype
+
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
             raise InputTypeError(f"expected an image batch as a torch.Tensor, got {type(x).__name__}")
@@ -128,9 +133,11 @@ class HyperSeg(nn.Module):
                 f"expected a floating-point, normalised image batch, got dtype {x.dtype}; "
                 f"convert with x.float() / 255 and normalise with the model's mean/std"
             )
+        if x.shape[0] == 0:
+            raise HypersegError(f"the batch is empty (shape {tuple(x.shape)}); expected at least one image")
         if min(x.shape[-2:]) < MIN_INPUT_SIZE:
             raise HypersegError(f"input height and width must be at least {MIN_INPUT_SIZE} px, got {tuple(x.shape[-2:])}")
-        if not bool(torch.isfinite(x).all()):
+        if x.device.type != "meta" and not bool(torch.isfinite(x).all()):  # meta: shapes only (profile)
             raise HypersegError("the input batch contains NaN or Inf values")
 
     def forward_features(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
@@ -160,6 +167,9 @@ class HyperSeg(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not _is_tracing():
             self._check_input(x)
+            dtype = self.weight_dtype
+            if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+                x = x.to(dtype)  # a float64 or float16 batch for a float32 model (autocast casts by itself)
         h, w = x.shape[-2:]
         mh, mw = self.size_multiple
         pad_h, pad_w = -h % mh, -w % mw
