@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -68,6 +69,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the summary is rank 0's to print
+        return
     val = result["val"] or {}
     print(json.dumps({"step": result["step"], "best_miou": result["best_miou"], "last_miou": val.get("miou"),
                       "best": result["best"], "last": result["last"]}))

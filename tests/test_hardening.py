@@ -244,6 +244,12 @@ def test_train_config_values_are_checked_before_anything_is_created(tmp_path, ca
     assert code == 2 and expected in _error_line(err) and not out.exists()
 
 
+def test_sync_bn_on_cpu_is_refused(tiny_camvid, tmp_path, capfd):
+    code, err = _run(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={tmp_path / 'run'}",
+                      "train.sync_bn=true", "train.device=cpu"], capfd)
+    assert code == 2 and "train.sync_bn" in _error_line(err)
+
+
 def test_yaml_numbers_written_as_text_are_read_as_numbers(tmp_path):
     from hyperseg.engine.config import load_config
 

@@ -113,6 +113,8 @@ def test_two_process_gloo_matches_single_process(tiny_camvid, tmp_path):
          "data.batch_size=1"],
         env=_env(), capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    summaries = [line for line in ddp.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1 and json.loads(summaries[0])["step"] == 4  # rank 0 alone prints the summary
     one = [r["loss"] for r in _read_steps(tmp_path / "one" / "metrics.jsonl") if r["kind"] == "train"]
     two = [r["loss"] for r in _read_steps(tmp_path / "two" / "metrics.jsonl") if r["kind"] == "train"]
     assert len(one) == len(two) == 4

@@ -238,9 +238,9 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     model.to(device)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
-    if cfg.train.sync_bn and distributed and device.type != "cuda":
+    if cfg.train.sync_bn and device.type != "cuda":
         raise HypersegError("train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
-                         "on CPU each process keeps its own BatchNorm statistics")
+                            "set train.sync_bn=false: on CPU each process keeps its own BatchNorm statistics")
     if distributed and cfg.train.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net: nn.Module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
