@@ -168,11 +168,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                                       failures=failures)
     for path in written:
         print(path)
+    if len(files) == 1 and failures:
+        raise HypersegError(failures[0][1])  # the one input given is bad: a plain input error
     for _, message in failures:
         print(f"hyperseg predict: skipped {message}", file=sys.stderr)
     if failures:
         print(f"hyperseg predict: {len(failures)} of {len(files)} inputs failed", file=sys.stderr)
-        return 1
+        return 2 if len(failures) == len(files) else 1  # 1: some results were written
     return 0
 
 

@@ -4,6 +4,7 @@ import errno
 import os
 import shutil
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -368,3 +369,21 @@ def test_api_casts_float64_and_float16_input():
 def test_api_bad_arguments_raise_our_error(call, match):
     with pytest.raises(HypersegError, match=match):
         call()
+
+
+# ------------------------------------------------------------------------------------------- catch-all
+
+def test_debug_shows_the_traceback_and_bugs_are_never_hidden(tiny_camvid, monkeypatch, capfd):
+    args = ["eval", "--data", tiny_camvid, "--split", "val", "--runtime", "eager", "--scales", "0"]
+    assert _run(args, capfd)[0] == 2
+    with pytest.raises(HypersegError, match="scale 0.0"):
+        cli_main(["--debug", *map(str, args)])
+    with pytest.raises(HypersegError, match="scale 0.0"):
+        cli_main([*map(str, args), "--debug"])
+
+    def bug(*_, **__):
+        raise ZeroDivisionError("a bug in hyperseg")
+
+    monkeypatch.setattr(sys.modules["hyperseg.engine.evaluate"], "evaluate", bug)
+    with pytest.raises(ZeroDivisionError):  # not our error class: not turned into a one-liner
+        cli_main([str(a) for a in args[:-2]])

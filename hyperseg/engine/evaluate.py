@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ..data.io import DataError
 from ..data.transforms import EvalTransform
 from ..errors import HypersegError
+from ..model.hyperseg import MIN_INPUT_SIZE
 from .inference import check_test_time_options, predict_logits
 from .metrics import ConfusionMatrix
 
@@ -75,7 +76,7 @@ def evaluate(model: nn.Module, dataset, *, mean: Optional[Sequence[float]] = Non
     if device is None:
         device = getattr(model, "device", None) or next(model.parameters()).device
     scored = check_classes(model, dataset)
-    scales = check_test_time_options(scales, window)
+    scales = check_test_time_options(scales, window, min_window=MIN_INPUT_SIZE)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     indices = list(range(rank, len(dataset), world))
     data = Subset(_Eval(dataset, EvalTransform(mean, std)), indices)

@@ -7,15 +7,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import HypersegError
-from ..model.hyperseg import MIN_INPUT_SIZE
 
 __all__ = ["predict_logits", "check_test_time_options"]
 
 MAX_SCALE = 8.0
 
 
-def check_test_time_options(scales: Sequence[float], window: Optional[Sequence[int]] = None) -> tuple[float, ...]:
-    """The scales as a tuple, after refusing an empty list, non-positive or absurd scales and tiny windows."""
+def check_test_time_options(scales: Sequence[float], window: Optional[Sequence[int]] = None, *,
+                            min_window: int = 1) -> tuple[float, ...]:
+    """The scales as a tuple, after refusing an empty list, non-positive or absurd scales, and windows
+    smaller than ``min_window`` (HyperSeg's :data:`MIN_INPUT_SIZE` where a HyperSeg runs them)."""
     scales = tuple(scales) if isinstance(scales, (list, tuple)) else (scales,)
     if not scales:
         raise HypersegError("scales is empty; give at least one, e.g. (1.0,)")
@@ -24,9 +25,9 @@ def check_test_time_options(scales: Sequence[float], window: Optional[Sequence[i
             raise HypersegError(f"scale {s!r} is out of range; expected numbers in (0, {MAX_SCALE:g}]")
     if window is not None:
         window = list(window)
-        if len(window) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < MIN_INPUT_SIZE for v in window):
+        if len(window) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < min_window for v in window):
             raise HypersegError(f"window {window!r} is not valid; expected [height, width], each at least "
-                                f"{MIN_INPUT_SIZE} px")
+                                f"{min_window} px")
     return tuple(float(s) for s in scales)
 
 

@@ -20,6 +20,7 @@ from ..classes import default_palette
 from ..data.io import IMAGE_EXTENSIONS, DataError, read_image
 from ..errors import HypersegError, require
 from ..runtime import Runtime, load_runtime
+from ..model.hyperseg import MIN_INPUT_SIZE
 from .inference import check_test_time_options, predict_logits
 
 __all__ = ["Predictor", "collect_inputs", "output_names", "VIDEO_EXTENSIONS", "DEFAULT_MODEL", "DEFAULT_MAX_SIZE"]
@@ -116,7 +117,8 @@ class Predictor:
         self.class_names = list(info.get("class_names") or [str(i) for i in range(self.runtime.num_classes)])
         palette = info.get("palette") or default_palette(self.runtime.num_classes)
         self.palette = np.array([tuple(c) for c in palette], dtype=np.uint8)
-        self.flip, self.scales, self.window = flip, check_test_time_options(scales, window), window
+        self.flip, self.window = flip, window
+        self.scales = check_test_time_options(scales, window, min_window=MIN_INPUT_SIZE)
         # uint8 -> normalised float in one multiply-add: (x / 255 - mean) / std
         self._scale = (1.0 / (255.0 * torch.tensor(self.std))).view(3, 1, 1)
         self._shift = (-torch.tensor(self.mean) / torch.tensor(self.std)).view(3, 1, 1)
