@@ -3,10 +3,12 @@ from .checkpoint import load_model, save_model
 from .fuse import fuse_bn
 from .model import HyperSeg, HyperSegConfig, create_model, list_models, model_cfg
 from .official import from_official
+from .pretrained import Weights, get_weights, list_weights, register_weights
 from .profile import profile
 
 __version__ = "0.1.0"
 __all__ = [
     "HyperSeg", "HyperSegConfig", "create_model", "list_models", "model_cfg",
     "from_official", "load_model", "save_model", "fuse_bn", "profile",
+    "Weights", "get_weights", "list_weights", "register_weights",
 ]

