@@ -8,6 +8,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from .errors import HypersegError, OutputExistsError
+from .pretrained import DEFAULT_MODEL
 
 __all__ = ["main"]
 
@@ -124,12 +125,11 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     from .data import build_dataset
     from .engine.evaluate import evaluate
-    from .engine.predict import DEFAULT_MODEL
     from .runtime import load_runtime
 
     _check_output(args.out, "--out", args.overwrite, inputs=[args.model])
     _check_output(args.confusion_image, "--confusion-image", args.overwrite, inputs=[args.model])
-    model = load_runtime(args.model or DEFAULT_MODEL, **_runtime_options(args))
+    model = load_runtime(args.model, **_runtime_options(args))
     print(f"model: {model.describe()}", file=sys.stderr)
     dataset = build_dataset(args.dataset, args.data, args.split, classes_file=args.classes_file)
     metrics = evaluate(model, dataset, batch_size=args.batch_size, workers=args.workers, progress=True,
@@ -154,7 +154,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .engine.predict import DEFAULT_MODEL, Predictor, check_alpha, collect_inputs
+    from .engine.predict import Predictor, check_alpha, collect_inputs
 
     check_alpha(args.alpha)
     if args.max_size < 0:
@@ -168,7 +168,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         files = sorted((Path(__file__).resolve().parent / "assets").glob("*.png"))[:1]
         if not files:
             raise HypersegError("no input given and no bundled sample image found")
-    predictor = Predictor(args.model or DEFAULT_MODEL, max_size=args.max_size or None, **_tta_options(args),
+    predictor = Predictor(args.model, max_size=args.max_size or None, **_tta_options(args),
                           **_runtime_options(args))
     print(f"model: {predictor.runtime.describe()}", file=sys.stderr)
     failures: list = []
@@ -231,12 +231,11 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
     from .checkpoint import atomic_write_text
     from .engine.bench import benchmark, format_report
-    from .engine.predict import DEFAULT_MODEL
 
     _check_output(args.out, "--out", args.overwrite, inputs=[args.model, args.image])
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
-    result = benchmark(args.model or DEFAULT_MODEL, size=_parse_pair(args.size, "--size"),
+    result = benchmark(args.model, size=_parse_pair(args.size, "--size"),
                        candidates=list(itertools.product(runtimes, precisions)), rounds=args.rounds,
                        warmup=args.warmup, image=args.image, device=args.device, calibration=args.calibration,
                        progress=lambda msg: print(msg, file=sys.stderr))
@@ -268,6 +267,26 @@ def _add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", default=None, help="comma-separated class names (.onnx files without metadata)")
 
 
+_MODEL_HELP = ("built-in or registered weights name, registered architecture, our checkpoint, the authors' .pth, "
+               "or an .onnx file (default: camvid)")
+
+
+def _add_model_arguments(p: argparse.ArgumentParser, positional: bool = True) -> None:
+    """Every command takes the model as --model; those without positional inputs also as MODEL."""
+    p.add_argument("--model", "-m", dest="model_option", default=None, help=_MODEL_HELP)
+    if positional:
+        p.add_argument("model", nargs="?", default=None, help="the same as --model")
+
+
+def _resolve_model_argument(args: argparse.Namespace) -> None:
+    if not hasattr(args, "model_option"):
+        return
+    positional = getattr(args, "model", None)
+    if positional and args.model_option and positional != args.model_option:
+        raise HypersegError(f"two models given ({positional} and --model {args.model_option}); give one")
+    args.model = args.model_option or positional or DEFAULT_MODEL
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperseg", description="HyperSeg semantic segmentation.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
@@ -291,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a model on a dataset split (mIoU, per-class IoU)")
-    p.add_argument("model", nargs="?", default=None, help="checkpoint, authors' .pth, or built-in name (default: camvid)")
+    _add_model_arguments(p)
     p.add_argument("--data", default="../shared/data/camvid", help="dataset root")
     p.add_argument("--dataset", default="camvid", help="camvid | camvid32 | cityscapes | voc | ade20k | folder")
     p.add_argument("--split", default="val")
@@ -307,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment images, folders, globs or videos")
     p.add_argument("inputs", nargs="*", help="image, folder, glob or video (default: the bundled sample)")
-    p.add_argument("--model", default=None, help="checkpoint, authors' .pth, or built-in name (default: camvid)")
+    _add_model_arguments(p, positional=False)
     p.add_argument("--out", default="hyperseg_out", help="output folder")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1]")
     p.add_argument("--max-size", type=int, default=2048,
@@ -318,8 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("export", help="export a model to ONNX (float32, or int8 calibrated on images)")
-    p.add_argument("model", nargs="?", default="camvid",
-                   help="built-in weights, registered model, checkpoint or authors' .pth (default: camvid)")
+    _add_model_arguments(p)
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--size", default=None, help="input HxW (default: the model's input size), e.g. 360x480")
     p.add_argument("--dynamic", action="store_true",
@@ -332,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="latency of runtimes and precisions, side by side (uint8 image -> labels)")
-    p.add_argument("model", nargs="?", default=None, help="any model source (default: camvid)")
+    _add_model_arguments(p)
     p.add_argument("--size", default="360x480", help="input HxW")
     p.add_argument("--runtime", default="eager,torch", help="comma-separated: eager, torch, onnxruntime, openvino, auto")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, int8")
@@ -346,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("profile", help="count parameters and GMACs at an input size")
-    p.add_argument("model", help="registered model name or checkpoint path")
+    _add_model_arguments(p)
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--width", type=int, default=1024)
     p.set_defaults(func=_cmd_profile)
@@ -381,6 +399,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="hyperseg: %(message)s", stream=sys.stderr)
     logging.getLogger("hyperseg").setLevel(logging.INFO)  # one-time conversions say what they cost
     try:
+        _resolve_model_argument(args)
         code = func(args)
     except KeyboardInterrupt as exc:
         detail = f": {exc}" if str(exc) else ""  # a stopped training run says where it saved and how to resume

@@ -23,9 +23,10 @@ from typing import Any, Optional
 from .classes import CAMVID_CLASSES, CAMVID_PALETTE
 from .errors import HypersegError, NotFoundError
 
-__all__ = ["Weights", "register_weights", "get_weights", "list_weights", "is_weights_name", "WEIGHT_FORMATS"]
+__all__ = ["Weights", "register_weights", "get_weights", "list_weights", "is_weights_name", "WEIGHT_FORMATS", "DEFAULT_MODEL"]
 
 _PACKAGE = Path(__file__).resolve().parent
+DEFAULT_MODEL = "camvid"  # what every command and Predictor use when no model is given
 WEIGHT_FORMATS = ("hyperseg", "official")  # our checkpoint, or the authors' released .pth
 
 

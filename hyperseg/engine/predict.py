@@ -21,12 +21,12 @@ from ..data.io import IMAGE_EXTENSIONS, DataError, read_image
 from ..errors import HypersegError, require
 from ..runtime import Runtime, load_runtime
 from ..model.hyperseg import MIN_INPUT_SIZE
+from ..pretrained import DEFAULT_MODEL
 from .inference import check_test_time_options, predict_logits
 
 __all__ = ["Predictor", "collect_inputs", "output_names", "VIDEO_EXTENSIONS", "DEFAULT_MODEL", "DEFAULT_MAX_SIZE"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-DEFAULT_MODEL = "camvid"
 
 
 def collect_inputs(source: Union[str, Path]) -> list[Path]:

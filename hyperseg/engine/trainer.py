@@ -19,12 +19,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write_text, load_model, load_training_checkpoint, save_model
+from ..checkpoint import atomic_write_text, load_training_checkpoint, save_model
 from ..data import build_dataset
 from ..data.sampler import KeyedDataset, StepSampler
 from ..data.transforms import TrainTransform
 from ..errors import DivergedError, HypersegError, NotFoundError, OutputExistsError
 from ..model import HyperSeg, create_model, list_models
+from ..runtime import resolve_model
 from ..runtime.torch_runtime import resolve_device
 from .config import RunConfig
 from .evaluate import evaluate
@@ -47,13 +48,14 @@ def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
 
 
 def build_model_for(cfg: RunConfig, dataset) -> HyperSeg:
-    """The model a run trains: a registered architecture, or a checkpoint to fine-tune."""
+    """The model a run trains: a registered architecture, or weights to fine-tune (any source
+    :func:`~hyperseg.runtime.resolve_model` takes: a weights name, our checkpoint, the authors' .pth)."""
     name = cfg.model.name
     if name in list_models():
         model = create_model(name, num_classes=dataset.num_classes, pretrained_backbone=cfg.model.pretrained_backbone,
                              **cfg.model.options)
     else:
-        model = load_model(name)
+        model = resolve_model(name)
         if model.num_classes != dataset.num_classes:
             raise HypersegError(f"checkpoint {name} was trained for {model.num_classes} classes, but the "
                              f"{cfg.data.dataset} dataset has {dataset.num_classes}")
