@@ -287,9 +287,16 @@ def _resolve_model_argument(args: argparse.Namespace) -> None:
     args.model = args.model_option or positional or DEFAULT_MODEL
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperseg", description="HyperSeg semantic segmentation.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
+    parser.add_argument("--version", action="version", version=f"hyperseg {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("list", help="list the registered models")

@@ -82,7 +82,7 @@ class TrainSection:
     val_interval: int = 200  # 0: validate only after the last step (train+val runs set data.val_split: null)
     ckpt_interval: int = 50
     tensorboard: bool = True
-    progress: bool = True
+    progress: Optional[bool] = None  # null: a progress bar when stderr is a terminal, none in logs
 
 
 @dataclass

@@ -254,6 +254,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     if main:
         _prepare_run_dir(out_dir, cfg, start if resume else None, changes)
     logger = _Logger(out_dir, cfg.train.tensorboard, main)
+    show_progress = main and (cfg.train.progress if cfg.train.progress is not None else sys.stderr.isatty())
     if resume:
         logger.truncate_after(start)  # lines logged after the checkpoint are logged again by this run
 
@@ -288,7 +289,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         if val_set is None:
             return None
         metrics = evaluate(model, val_set, mean=mean, std=std, device=device, batch_size=cfg.data.val_batch_size,
-                           amp_dtype=amp_dtype, progress=cfg.train.progress and main, resize=cfg.data.val_resize)
+                           amp_dtype=amp_dtype, progress=show_progress, resize=cfg.data.val_resize)
         metrics.pop("confusion_matrix")
         logger.log(step, "val", metrics)
         if main:
@@ -298,7 +299,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     t0 = time.time()
     net.train()
     step, micro, running = start, 0, []
-    bar = tqdm(total=max_iters, initial=start, disable=not (main and cfg.train.progress), desc="train",
+    bar = tqdm(total=max_iters, initial=start, disable=not show_progress, desc="train",
                dynamic_ncols=True)
     seen_t, seen_n = time.time(), 0
     metrics = None

@@ -137,7 +137,9 @@ class HyperSeg(nn.Module):
             raise HypersegError(f"the batch is empty (shape {tuple(x.shape)}); expected at least one image")
         if min(x.shape[-2:]) < MIN_INPUT_SIZE:
             raise HypersegError(f"input height and width must be at least {MIN_INPUT_SIZE} px, got {tuple(x.shape[-2:])}")
-        if x.device.type != "meta" and not bool(torch.isfinite(x).all()):  # meta: shapes only (profile)
+        # Not while training: the check is a host sync per step on a GPU, and the trainer checks the loss.
+        # Not on the meta device either, which has shapes only (profile).
+        if not self.training and x.device.type != "meta" and not bool(torch.isfinite(x).all()):
             raise HypersegError("the input batch contains NaN or Inf values")
 
     def forward_features(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
