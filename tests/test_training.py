@@ -183,3 +183,16 @@ def test_cli_bad_inputs(tmp_path, capsys):
     assert cli_main(["predict", str(tmp_path / "bad.png"), "--model", str(tmp_path / "m.pt"),
                      "--out", str(tmp_path / "o")]) == 2
     assert "bad.png: cannot read the image" in capsys.readouterr().err
+
+
+def test_poly_schedule_follows_the_closed_form():
+    """lr_t = lr_0 * (1 - t / T) ** p (SPEC's per-iteration poly), through torch's PolynomialLR."""
+    from hyperseg.engine.config import load_config
+    from hyperseg.engine.trainer import build_optimizer
+
+    cfg = load_config(None, ["optim.lr=0.001", "optim.max_iters=50", "optim.poly_power=0.9"])
+    state = build_optimizer(cfg, torch.nn.Linear(2, 2))
+    for t in range(1, 51):
+        state.optimizer.step()
+        state.scheduler.step()
+        assert state.optimizer.param_groups[0]["lr"] == pytest.approx(0.001 * (1 - t / 50) ** 0.9, rel=1e-9, abs=1e-15)

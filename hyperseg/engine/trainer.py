@@ -8,13 +8,14 @@ import random
 import sys
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -32,7 +33,7 @@ from .evaluate import evaluate
 from .interrupt import StopRequest, TrainingInterrupted, ignore_stop_signals
 from .losses import build_loss
 
-__all__ = ["train", "resolve_device", "build_model_for"]
+__all__ = ["train", "Trainer", "TrainState", "Process", "resolve_device", "build_model_for"]
 
 
 def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
@@ -181,21 +182,37 @@ def _prepare_run_dir(out_dir: Path, cfg: RunConfig, resumed_step: Optional[int],
             f.write(json.dumps({"step": resumed_step, "changes": changes}) + "\n")
 
 
-def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
-    """Run (or resume) a training; returns the final validation metrics and paths."""
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+@dataclass
+class Process:
+    """Where this process runs: its device, and its rank among the torchrun workers (0 of 1 alone)."""
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_process(cfg: RunConfig) -> Process:
+    """The device, and the process group when torchrun started several processes."""
     device = resolve_device(cfg.train.device)
-    if distributed and not dist.is_initialized():
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Process(device)
+    if not dist.is_initialized():
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank() if distributed else 0
-    world = dist.get_world_size() if distributed else 1
-    main = rank == 0
-    out_dir = Path(cfg.train.out_dir)
-    amp_dtype = _amp_dtype(cfg.train.amp, device)
+    return Process(device, dist.get_rank(), dist.get_world_size())
 
+
+def seed_everything(cfg: RunConfig) -> None:
     torch.manual_seed(cfg.train.seed)
     random.seed(cfg.train.seed)
     np.random.seed(cfg.train.seed % 2**32)
@@ -204,158 +221,229 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
 
-    train_set = build_dataset(cfg.data.dataset, cfg.data.root, cfg.data.train_split, classes_file=cfg.data.classes_file)
-    val_set = build_dataset(cfg.data.dataset, cfg.data.root, cfg.data.val_split, classes_file=cfg.data.classes_file) \
-        if cfg.data.val_split else None
-    model = build_model_for(cfg, train_set)
-    mean, std = model.meta["mean"], model.meta["std"]
-    model.meta.update(recipe=cfg.to_dict())
 
+class TrainState:
+    """Everything a resume restores besides the weights: optimizer, LR schedule, step, best val
+    mIoU, the random streams, and the training time so far."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.step, self.best_miou, self.seconds = 0, -1.0, 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "best_miou": self.best_miou, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any], seconds: float = 0.0) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.best_miou, self.seconds = int(state["step"]), float(state["best_miou"]), seconds
+        _set_rng_state(state["rng"])
+
+
+def build_optimizer(cfg: RunConfig, model: nn.Module) -> TrainState:
+    """Adam and the per-iteration poly schedule of the paper, in a fresh :class:`TrainState`."""
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                  weight_decay=cfg.optim.weight_decay)
-    max_iters, power = cfg.optim.max_iters, cfg.optim.poly_power
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / max_iters) ** power)
-    start, best, elapsed = 0, -1.0, 0.0
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    if not resume and (last_path.exists() or best_path.exists()):
-        raise OutputExistsError(f"{out_dir} already holds a run (last.pt/best.pt); continue it with --resume, "
-                              f"or choose another train.out_dir")
-    changes: dict[str, list] = {}
-    if resume:
-        if not last_path.is_file():
-            raise NotFoundError(f"--resume: no checkpoint at {last_path}")
-        ckpt = load_training_checkpoint(last_path)
-        changes = _check_resume_config(ckpt["train_state"].get("run_config", {}), cfg, out_dir)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=cfg.optim.max_iters,
+                                                      power=cfg.optim.poly_power)
+    return TrainState(optimizer, scheduler)
+
+
+class Trainer:
+    """One run: built from a config (and its folder when resuming), trained by :meth:`fit`."""
+
+    def __init__(self, cfg: RunConfig, *, resume: bool = False) -> None:
+        self.cfg, self.proc = cfg, init_process(cfg)
+        self.out_dir = Path(cfg.train.out_dir)
+        self.last_path, self.best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
+        self.amp_dtype = _amp_dtype(cfg.train.amp, self.proc.device)
+        if cfg.train.sync_bn and self.proc.device.type != "cuda":
+            raise HypersegError("train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
+                                "set train.sync_bn=false: on CPU each process keeps its own BatchNorm statistics")
+        seed_everything(cfg)
+        data = cfg.data
+        self.train_set = build_dataset(data.dataset, data.root, data.train_split, classes_file=data.classes_file)
+        self.val_set = build_dataset(data.dataset, data.root, data.val_split, classes_file=data.classes_file) \
+            if data.val_split else None
+        self.model = build_model_for(cfg, self.train_set)
+        self.model.meta.update(recipe=cfg.to_dict())
+        self.state = build_optimizer(cfg, self.model)
+        changes = self._resume() if resume else self._check_new_run()
+        self.net = self._place_model()
+        self.scaler = torch.amp.GradScaler(self.proc.device.type, enabled=self.amp_dtype == torch.float16)
+        self.criterion = build_loss(cfg.loss.name, class_weights=cfg.loss.class_weights, k=cfg.loss.k,
+                                    threshold=cfg.loss.threshold).to(self.proc.device)
+        if self.proc.main:
+            _prepare_run_dir(self.out_dir, cfg, self.state.step if resume else None, changes)
+        self.logger = _Logger(self.out_dir, cfg.train.tensorboard, self.proc.main)
+        if resume:
+            self.logger.truncate_after(self.state.step)  # lines after the checkpoint are logged again
+        progress = cfg.train.progress if cfg.train.progress is not None else sys.stderr.isatty()
+        self.show_progress = self.proc.main and progress
+        self.loader = self._make_loader()
+        self._started = time.time()
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _check_new_run(self) -> dict[str, list]:
+        if self.last_path.exists() or self.best_path.exists():
+            raise OutputExistsError(f"{self.out_dir} already holds a run (last.pt/best.pt); continue it with "
+                                    f"--resume, or choose another train.out_dir")
+        return {}
+
+    def _resume(self) -> dict[str, list]:
+        """Weights and train state from ``last.pt``, through the checkpoint layer's checks."""
+        if not self.last_path.is_file():
+            raise NotFoundError(f"--resume: no checkpoint at {self.last_path}")
+        ckpt = load_training_checkpoint(self.last_path)
+        changes = _check_resume_config(ckpt["train_state"].get("run_config", {}), self.cfg, self.out_dir)
         try:
-            model.load_state_dict(ckpt["state_dict"])
+            self.model.load_state_dict(ckpt["state_dict"])
         except RuntimeError:
-            raise HypersegError(f"--resume: {last_path} holds another architecture than this run's model "
-                                f"({cfg.model.name})") from None
-        state = ckpt["train_state"]
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, best = state["step"], state["best_miou"]
-        elapsed = float(ckpt["meta"].get("train_seconds", 0.0))
-        _set_rng_state(state["rng"])
-    model.to(device)
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if cfg.train.sync_bn and device.type != "cuda":
-        raise HypersegError("train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
-                            "set train.sync_bn=false: on CPU each process keeps its own BatchNorm statistics")
-    if distributed and cfg.train.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    net: nn.Module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if distributed else model
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    criterion = build_loss(cfg.loss.name, class_weights=cfg.loss.class_weights, k=cfg.loss.k,
-                           threshold=cfg.loss.threshold).to(device)
+            raise HypersegError(f"--resume: {self.last_path} holds another architecture than this run's model "
+                                f"({self.cfg.model.name})") from None
+        self.state.load_state_dict(ckpt["train_state"], float(ckpt["meta"].get("train_seconds", 0.0)))
+        return changes
 
-    if main:
-        _prepare_run_dir(out_dir, cfg, start if resume else None, changes)
-    logger = _Logger(out_dir, cfg.train.tensorboard, main)
-    show_progress = main and (cfg.train.progress if cfg.train.progress is not None else sys.stderr.isatty())
-    if resume:
-        logger.truncate_after(start)  # lines logged after the checkpoint are logged again by this run
+    def _place_model(self) -> nn.Module:
+        """The model on its device and memory layout, wrapped for DDP when there are several processes."""
+        model, proc = self.model, self.proc
+        model.to(proc.device)
+        if self.cfg.train.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if not proc.distributed:
+            return model
+        if self.cfg.train.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return DistributedDataParallel(model, device_ids=[proc.device.index] if proc.device.type == "cuda" else None)
 
-    transform = TrainTransform(mean=mean, std=std, crop_size=cfg.data.crop_size, scale_range=cfg.data.scale_range,
-                               scale_prob=cfg.data.scale_prob, hflip=cfg.data.hflip, color_jitter=cfg.data.color_jitter,
-                               rotation=cfg.data.rotation, pad_only=cfg.data.pad_only)
-    sampler = StepSampler(len(train_set), batch_size=cfg.data.batch_size, accum_steps=cfg.optim.accum_steps,
-                          seed=cfg.train.seed, start_step=start, max_steps=max_iters, rank=rank, world_size=world)
-    # Its own generator: creating the loader must not consume the global RNG that dropout uses,
-    # or a resumed run would draw different dropout masks from an uninterrupted one.
-    loader = DataLoader(KeyedDataset(train_set, transform, cfg.train.seed), batch_sampler=sampler,
-                        num_workers=cfg.data.workers, persistent_workers=False, pin_memory=device.type == "cuda",
-                        worker_init_fn=ignore_stop_signals,
-                        generator=torch.Generator().manual_seed(cfg.train.seed))
+    def _make_loader(self) -> DataLoader:
+        cfg, data = self.cfg, self.cfg.data
+        transform = TrainTransform(mean=self.model.meta["mean"], std=self.model.meta["std"], crop_size=data.crop_size,
+                                   scale_range=data.scale_range, scale_prob=data.scale_prob, hflip=data.hflip,
+                                   color_jitter=data.color_jitter, rotation=data.rotation, pad_only=data.pad_only)
+        sampler = StepSampler(len(self.train_set), batch_size=data.batch_size, accum_steps=cfg.optim.accum_steps,
+                              seed=cfg.train.seed, start_step=self.state.step, max_steps=cfg.optim.max_iters,
+                              rank=self.proc.rank, world_size=self.proc.world)
+        # Its own generator: creating the loader must not consume the global RNG that dropout uses,
+        # or a resumed run would draw different dropout masks from an uninterrupted one.
+        return DataLoader(KeyedDataset(self.train_set, transform, cfg.train.seed), batch_sampler=sampler,
+                          num_workers=data.workers, persistent_workers=False,
+                          pin_memory=self.proc.device.type == "cuda", worker_init_fn=ignore_stop_signals,
+                          generator=torch.Generator().manual_seed(cfg.train.seed))
 
-    def save(step: int, metrics: Optional[dict] = None) -> None:
-        nonlocal best
-        if not main:
-            return
-        meta = {"train_seconds": elapsed + time.time() - t0, "step": step}
-        is_best = metrics is not None and metrics["miou"] >= best
-        if metrics is not None:
-            meta.update(val_miou=metrics["miou"], val_per_class_iou=metrics["per_class_iou"])
-            best = max(best, metrics["miou"])
-        train_state = {"step": step, "best_miou": best, "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "rng": _rng_state(), "run_config": cfg.to_dict()}
-        save_model(model, last_path, meta=meta, extra={"train_state": train_state})
-        if is_best:
-            save_model(model, best_path, meta=meta)
+    # -- one step, validation, saving ------------------------------------------------------------
 
-    def validate(step: int) -> Optional[dict]:
-        if val_set is None:
+    def forward_backward(self, images: Tensor, labels: Tensor, sync: bool) -> float:
+        """Loss of one (micro-)batch, gradients accumulated; ``sync=False`` skips DDP's all-reduce."""
+        device = self.proc.device
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        no_sync = self.net.no_sync() if self.proc.distributed and not sync else contextlib.nullcontext()
+        with no_sync:
+            with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                logits = self.net(images)
+            loss = self.criterion(logits.float(), labels) / self.cfg.optim.accum_steps
+            if not torch.isfinite(loss):
+                raise DivergedError(f"loss became {loss.item()} at step {self.state.step}; lower optim.lr or check "
+                                    f"the data")
+            self.scaler.scale(loss).backward()
+        return loss.item()
+
+    def optimizer_step(self) -> None:
+        state = self.state
+        self.scaler.step(state.optimizer)
+        self.scaler.update()
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scheduler.step()
+        state.step += 1
+
+    def validate(self) -> Optional[dict]:
+        if self.val_set is None:
             return None
-        metrics = evaluate(model, val_set, mean=mean, std=std, device=device, batch_size=cfg.data.val_batch_size,
-                           amp_dtype=amp_dtype, progress=show_progress, resize=cfg.data.val_resize)
+        meta = self.model.meta
+        metrics = evaluate(self.model, self.val_set, mean=meta["mean"], std=meta["std"], device=self.proc.device,
+                           batch_size=self.cfg.data.val_batch_size, amp_dtype=self.amp_dtype,
+                           progress=self.show_progress, resize=self.cfg.data.val_resize)
         metrics.pop("confusion_matrix")
-        logger.log(step, "val", metrics)
-        if main:
-            tqdm.write(f"step {step}: val mIoU {metrics['miou'] * 100:.2f}  pixel acc {metrics['pixel_acc'] * 100:.2f}")
+        self.logger.log(self.state.step, "val", metrics)
+        if self.proc.main:
+            tqdm.write(f"step {self.state.step}: val mIoU {metrics['miou'] * 100:.2f}  "
+                       f"pixel acc {metrics['pixel_acc'] * 100:.2f}")
         return metrics
 
-    t0 = time.time()
-    net.train()
-    step, micro, running = start, 0, []
-    bar = tqdm(total=max_iters, initial=start, disable=not show_progress, desc="train",
-               dynamic_ncols=True)
-    seen_t, seen_n = time.time(), 0
-    metrics = None
-    with StopRequest() as stop:  # Ctrl-C / SIGTERM: finish the step, save, then stop
-        for images, labels in loader:
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            if cfg.train.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            sync = micro == cfg.optim.accum_steps - 1 or not distributed
-            ctx = net.no_sync() if distributed and not sync else contextlib.nullcontext()
-            with ctx:
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = net(images)
-                loss = criterion(logits.float(), labels) / cfg.optim.accum_steps
-                if not torch.isfinite(loss):
-                    raise DivergedError(f"loss became {loss.item()} at step {step}; lower optim.lr or check the data")
-                scaler.scale(loss).backward()
-            running.append(loss.item())
-            seen_n += images.shape[0] * world
-            micro += 1
-            if micro < cfg.optim.accum_steps:
-                continue
-            micro = 0
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            bar.update(1)
-            if step % cfg.train.log_interval == 0 or step == max_iters:
-                rate = seen_n / max(time.time() - seen_t, 1e-9)
-                step_loss = torch.tensor(float(sum(running)))
-                if distributed:  # log the global batch's loss, not one shard's
-                    dist.all_reduce(step_loss)
-                    step_loss /= world
-                values = {"loss": step_loss.item(), "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate}
-                bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}", img_s=f"{rate:.1f}")
-                logger.log(step, "train", values)
-                seen_t, seen_n = time.time(), 0
-            running = []
-            interval = cfg.train.val_interval
-            if step == max_iters or (interval > 0 and step % interval == 0):
-                metrics = validate(step)
-                save(step, metrics)
-            elif step % cfg.train.ckpt_interval == 0:
-                save(step)
-            if stop.agreed(distributed) and step < max_iters:
-                if step % cfg.train.ckpt_interval:
-                    save(step)
-                break
-    bar.close()
-    if stop.signal is not None and step < max_iters:
-        raise TrainingInterrupted(f"stopped at step {step} of {max_iters}; {last_path} holds it. Continue with the "
-                                  f"same command plus --resume")
-    if step == start and start >= max_iters and main:
-        tqdm.write(f"nothing to do: the run already reached optim.max_iters={max_iters}")
-    if distributed:
-        dist.barrier()
-    return {"step": step, "best_miou": best, "last": str(last_path), "best": str(best_path), "val": metrics}
+    def save(self, metrics: Optional[dict] = None) -> None:
+        """``last.pt`` (weights + train state), and ``best.pt`` when ``metrics`` are the best so far."""
+        if not self.proc.main:
+            return
+        state = self.state
+        meta = {"train_seconds": state.seconds + time.time() - self._started, "step": state.step}
+        is_best = metrics is not None and metrics["miou"] >= state.best_miou
+        if metrics is not None:
+            meta.update(val_miou=metrics["miou"], val_per_class_iou=metrics["per_class_iou"])
+            state.best_miou = max(state.best_miou, metrics["miou"])
+        train_state = {**state.state_dict(), "run_config": self.cfg.to_dict()}
+        save_model(self.model, self.last_path, meta=meta, extra={"train_state": train_state})
+        if is_best:
+            save_model(self.model, self.best_path, meta=meta)
+
+    def _log_step(self, losses: list[float], images_per_s: float) -> None:
+        loss = torch.tensor(float(sum(losses)))
+        if self.proc.distributed:  # log the global batch's loss, not one shard's
+            dist.all_reduce(loss)
+            loss /= self.proc.world
+        lr = self.state.optimizer.param_groups[0]["lr"]
+        self.logger.log(self.state.step, "train", {"loss": loss.item(), "lr": lr, "images_per_s": images_per_s})
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``optim.max_iters``; returns the last validation metrics and the checkpoint paths."""
+        cfg, state, proc = self.cfg, self.state, self.proc
+        max_iters, accum, start = cfg.optim.max_iters, cfg.optim.accum_steps, state.step
+        self.net.train()
+        bar = tqdm(total=max_iters, initial=start, disable=not self.show_progress, desc="train", dynamic_ncols=True)
+        losses: list[float] = []
+        seen_t, seen_n, metrics = time.time(), 0, None
+        with StopRequest() as stop:  # Ctrl-C / SIGTERM: finish the step, save, then stop
+            for images, labels in self.loader:
+                losses.append(self.forward_backward(images, labels, sync=len(losses) == accum - 1))
+                seen_n += images.shape[0] * proc.world
+                if len(losses) < accum:
+                    continue
+                self.optimizer_step()
+                bar.update(1)
+                step = state.step
+                if step % cfg.train.log_interval == 0 or step == max_iters:
+                    rate = seen_n / max(time.time() - seen_t, 1e-9)
+                    self._log_step(losses, rate)
+                    bar.set_postfix(loss=f"{sum(losses):.4f}", img_s=f"{rate:.1f}")
+                    seen_t, seen_n = time.time(), 0
+                losses = []
+                interval = cfg.train.val_interval
+                if step == max_iters or (interval > 0 and step % interval == 0):
+                    metrics = self.validate()
+                    self.save(metrics)
+                elif step % cfg.train.ckpt_interval == 0:
+                    self.save()
+                if stop.agreed(proc.distributed) and step < max_iters:
+                    if step % cfg.train.ckpt_interval:
+                        self.save()
+                    break
+        bar.close()
+        if stop.signal is not None and state.step < max_iters:
+            raise TrainingInterrupted(f"stopped at step {state.step} of {max_iters}; {self.last_path} holds it. "
+                                      f"Continue with the same command plus --resume")
+        if state.step == start and start >= max_iters and proc.main:
+            tqdm.write(f"nothing to do: the run already reached optim.max_iters={max_iters}")
+        if proc.distributed:
+            dist.barrier()
+        return {"step": state.step, "best_miou": state.best_miou, "last": str(self.last_path),
+                "best": str(self.best_path), "val": metrics}
+
+
+def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) a training; returns the final validation metrics and paths."""
+    return Trainer(cfg, resume=resume).fit()
