@@ -83,12 +83,19 @@ class HyperSegConfig:
 
     def validate(self) -> None:
         """Raise ValueError with one sentence naming the first inconsistent field."""
+        # the modules own their choices; this is the one place a config is checked against them
+        from .backbone import PADDING_MODES
+        from .channel_division import DIVISION_RULES
+        from .context_head import CONTEXT_HEADS
+        from .decoder.meta_blocks import WINDOW_MODES
+        from .weight_mapper import SIGNAL_SLICING
+
         choices = {
-            "encoder_padding": ("dynamic", "static"),
-            "context_head": ("v1_0", "v0_1"),
-            "decoder_window": ("input", "hidden"),
-            "signal_slicing": ("partition", "prefix"),
-            "channel_division": ("released", "paper"),
+            "encoder_padding": PADDING_MODES,
+            "context_head": tuple(CONTEXT_HEADS),
+            "decoder_window": WINDOW_MODES,
+            "signal_slicing": SIGNAL_SLICING,
+            "channel_division": DIVISION_RULES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
