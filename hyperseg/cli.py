@@ -173,7 +173,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(f"model: {predictor.runtime.describe()}", file=sys.stderr)
     failures: list = []
     written = predictor.predict_files(files, args.out, alpha=args.alpha, video_labels=args.video_labels,
-                                      failures=failures)
+                                      legend=args.legend, failures=failures)
     for path in written:
         print(path)
     if len(files) == 1 and failures:
@@ -336,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(p, positional=False)
     p.add_argument("--out", default="hyperseg_out", help="output folder")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1]")
+    p.add_argument("--legend", action=argparse.BooleanOptionalAction, default=None,
+                   help="colour legend beside each overlay (default: on for a single image, off for several)")
     p.add_argument("--max-size", type=int, default=2048,
                    help="segment images whose longer side is larger at this size, to bound memory (0: no limit)")
     _add_tta_arguments(p)

@@ -25,7 +25,12 @@ def test_default_predict_writes_label_png_and_overlay(tmp_path, capsys):
     assert label.mode == "P" and label.size == (480, 360)
     classes = np.unique(np.asarray(label))
     assert classes.max() <= 10 and {0, 1, 3}.issubset(set(classes.tolist()))  # sky, building, road
-    assert Image.open(tmp_path / "camvid_sample_1_overlay.jpg").size == (480, 360)
+    overlay = Image.open(tmp_path / "camvid_sample_1_overlay.jpg")
+    assert overlay.size[1] == 360 and overlay.size[0] > 480  # a single image gets a colour legend on the right
+    panel = np.asarray(overlay.convert("RGB"))[:, 480:].reshape(-1, 3).astype(int)
+    palette = hyperseg.load_model("camvid").meta["palette"]
+    for c in classes:  # every class in the label map has its swatch (JPEG: colours within a small distance)
+        assert (np.abs(panel - np.array(palette[c])).sum(1) < 30).sum() >= 50, c  # of 225 swatch pixels
 
 
 def test_eval_reproduces_shipped_val_miou(camvid_root, tmp_path):

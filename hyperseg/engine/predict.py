@@ -167,6 +167,28 @@ class Predictor:
         blended = image.astype(np.float32) * (1 - alpha) + self.colorize(labels).astype(np.float32) * alpha
         return blended.round().astype(np.uint8)
 
+    def with_legend(self, overlay: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """``overlay`` with a panel on its right: a swatch, the name and the pixel share of each class
+        present in ``labels``, largest first."""
+        from PIL import ImageDraw, ImageFont
+
+        counts = np.bincount(labels.reshape(-1), minlength=len(self.class_names))[: len(self.class_names)]
+        present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
+        row, font = 18, ImageFont.load_default()
+        width = 12 + 16 + 8 + max((len(self.class_names[c]) for c in present), default=0) * 7 + 60
+        height = max(overlay.shape[0], 8 + row * len(present))
+        panel = Image.new("RGB", (width, height), (255, 255, 255))
+        draw = ImageDraw.Draw(panel)
+        for i, c in enumerate(present):
+            top = 6 + i * row
+            draw.rectangle([12, top, 12 + 14, top + 14], fill=tuple(int(v) for v in self.palette[c]), outline=(0, 0, 0))
+            share = 100 * counts[c] / labels.size
+            draw.text((12 + 16 + 8, top + 1), f"{self.class_names[c]}  {share:.1f}%", fill=(0, 0, 0), font=font)
+        canvas = np.full((height, overlay.shape[1] + width, 3), 255, np.uint8)
+        canvas[: overlay.shape[0], : overlay.shape[1]] = overlay
+        canvas[:, overlay.shape[1]:] = np.asarray(panel)
+        return canvas
+
     def label_image(self, labels: np.ndarray) -> Image.Image:
         """A palette-mode PNG: pixel values are class indices, colours come from the palette."""
         img = Image.fromarray(labels.astype(np.uint8), mode="P")
@@ -175,14 +197,15 @@ class Predictor:
         return img
 
     def predict_files(self, files: Iterable[Path], out_dir: Union[str, Path], *, alpha: float = 0.5,
-                      progress: bool = True, video_labels: bool = False,
+                      progress: bool = True, video_labels: bool = False, legend: Optional[bool] = None,
                       failures: Optional[list[tuple[Path, str]]] = None) -> list[Path]:
         """Write ``<name>.png`` (labels) and ``<name>_overlay.jpg`` per image, or an overlay video per video.
 
         ``<name>`` is the input's stem, made unique when stems repeat (see :func:`output_names`).
         Refuses before writing anything if an output would replace one of the inputs. With a
         ``failures`` list, an input that cannot be read or segmented is recorded there as
-        ``(path, message)`` and the others are still processed; without one, it raises.
+        ``(path, message)`` and the others are still processed; without one, it raises. ``legend``
+        adds a colour legend beside image overlays (default: only when there is a single input).
         """
         check_alpha(alpha)
         from tqdm import tqdm
@@ -212,7 +235,10 @@ class Predictor:
                 failures.append((path, message if str(path) in message else f"{path}: {message}"))
                 continue
             _save_atomic(self.label_image(labels), targets[0])
-            _save_atomic(Image.fromarray(self.overlay(image, labels, alpha)), targets[1])
+            overlay = self.overlay(image, labels, alpha)
+            if legend or (legend is None and len(files) == 1):
+                overlay = self.with_legend(overlay, labels)
+            _save_atomic(Image.fromarray(overlay), targets[1])
             written += targets
         return written
 
