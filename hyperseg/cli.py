@@ -120,6 +120,17 @@ def _parse_pair(text: Optional[str], option: str = "--window"):
     return parts * 2 if len(parts) == 1 else parts
 
 
+def _in_percent(metrics: dict) -> dict:
+    """The metrics as the console shows them: percentages (IoU and accuracies), marked as such."""
+    def pct(v):
+        return None if v is None else round(v * 100, 6)
+
+    fractions = ("miou", "miou_all_classes", "pixel_acc", "mean_class_acc")
+    out = {k: pct(v) if k in fractions else v for k, v in metrics.items() if k != "per_class_iou"}
+    out["per_class_iou"] = {name: pct(v) for name, v in metrics["per_class_iou"].items()}
+    return {"unit": "percent", **out}
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -144,7 +155,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     if args.out:
         from .checkpoint import atomic_write_text
 
-        atomic_write_text(Path(args.out), json.dumps({**metrics, "confusion_matrix": matrix}, indent=2))
+        atomic_write_text(Path(args.out), json.dumps({**_in_percent(metrics), "confusion_matrix": matrix,
+                                                      "model": str(args.model), "split": args.split}, indent=2))
         print(f"wrote {args.out}")
     if args.confusion_image:
         from .engine.plots import save_confusion_image
