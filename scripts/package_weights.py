@@ -40,7 +40,7 @@ def main() -> None:
     # Round-trip through float16 first, so the reported mIoU is that of the shipped weights.
     tmp = save_model(model, out.with_suffix(".tmp.pt"), half=True)
     shipped = load_model(tmp)
-    dataset = build_dataset(data.get("dataset", "camvid"), data.get("root", "../shared/data/camvid"),
+    dataset = build_dataset(data.get("dataset", "camvid"), data.get("root", "data/camvid"),
                             data.get("val_split", "val"))
     metrics = evaluate(shipped, dataset, mean=shipped.meta["mean"], std=shipped.meta["std"],
                        device=torch.device("cpu"), progress=True)

@@ -34,7 +34,7 @@ class ModelSection:
 @dataclass
 class DataSection:
     dataset: str = "camvid"  # camvid | camvid32 | cityscapes | voc | ade20k | folder
-    root: str = "../shared/data/camvid"
+    root: str = "data/camvid"
     train_split: str = "train"
     val_split: Optional[str] = "val"  # null: no validation (train on train+val, keep the last weights)
     classes_file: Optional[str] = None  # folder datasets: YAML with class names (+ palette)
