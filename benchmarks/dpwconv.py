@@ -52,7 +52,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"machine: {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}")
-    combos = [("grouped", "grouped"), ("bmm", "grouped"), ("grouped", "bmm"), ("bmm", "bmm")]
+    combos = [("grouped", "grouped"), ("bmm", "grouped"), ("grouped", "shifted"), ("bmm", "shifted")]
     for label, b, cin, hid, cout, h, w, grid in SHAPES:
         p = b * grid[0] * grid[1]
         x = torch.randn(b, cin, h, w)

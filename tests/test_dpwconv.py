@@ -81,7 +81,7 @@ def test_pointwise_block_matches_loop(backend):
 
 
 @pytest.mark.parametrize("window", ["input", "hidden"])
-@pytest.mark.parametrize("pw_backend,dw_backend", [("bmm", "grouped"), ("grouped", "grouped"), ("bmm", "bmm")])
+@pytest.mark.parametrize("pw_backend,dw_backend", [("bmm", "grouped"), ("grouped", "grouped"), ("bmm", "shifted")])
 def test_inverted_residual_matches_loop(window, pw_backend, dw_backend):
     block = _randomize_bn(InvertedResidualMetaBlock(4, 3, window=window))
     block.pw1.backend = block.pw2.backend = pw_backend

@@ -22,7 +22,7 @@ from ..checkpoint import atomic_write
 from ..errors import HypersegError, require
 from ..fuse import fuse_bn
 from ..model import HyperSeg
-from ..model.decoder.dpwconv import PatchDepthwiseConv, PatchPointwiseConv
+from ..model.decoder.dpwconv import set_patch_kernels
 from .torch_runtime import runtime_meta
 
 __all__ = ["export_onnx", "read_onnx_meta", "write_onnx_meta", "ExportError", "DEFAULT_OPSET", "META_KEYS"]
@@ -111,14 +111,12 @@ def _for_symbolic_sizes(model: HyperSeg) -> nn.Module:
     """A fused copy of ``model`` that ``torch.export`` can trace with symbolic height and width.
 
     Two changes, both exact on padded inputs: the encoder's "same" padding becomes static (see
-    :meth:`Backbone.freeze_padding`), and the patch-wise convolutions use their ``bmm`` kernels,
+    :meth:`Backbone.freeze_padding`), and the patch-wise convolutions use their ``bmm``/``shifted`` kernels,
     because ONNX's Conv takes its group count as a constant and the patch count is not one.
     """
     net = fuse_bn(model)
     net.backbone.freeze_padding()
-    for module in net.modules():
-        if isinstance(module, (PatchPointwiseConv, PatchDepthwiseConv)):
-            module.backend = "bmm"
+    set_patch_kernels(net, pointwise="bmm", depthwise="shifted")
     return _PaddedInput(net)
 
 

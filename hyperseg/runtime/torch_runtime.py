@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..errors import HypersegError
 from ..fuse import fuse_bn
 from ..model import HyperSeg
-from ..model.decoder.dpwconv import PatchPointwiseConv
+from ..model.decoder.dpwconv import set_patch_kernels
 from ..model.registry import model_cfg
 from .base import Runtime
 
@@ -86,9 +86,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device, *, channels_la
         for part in (prepared.backbone, prepared.context_head, prepared.weight_mapper):
             if part is not None:
                 part.to(memory_format=torch.channels_last)
-    for module in prepared.decoder.modules():
-        if isinstance(module, PatchPointwiseConv):
-            module.backend = "grouped"
+    set_patch_kernels(prepared.decoder, pointwise="grouped")
     for p in prepared.parameters():
         p.requires_grad_(False)
     return prepared

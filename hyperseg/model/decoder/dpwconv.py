@@ -6,10 +6,14 @@ interchangeable kernels compute the same thing:
 
 * ``"grouped"`` -- the authors' formulation: all patches become the groups of one grouped
   ``F.conv2d`` call. It is the oracle the tests and ``benchmarks/dpwconv.py`` compare against.
-* ``"bmm"`` -- pointwise convolutions as one batched matrix product over patches.
+* ``"bmm"`` (pointwise) -- one batched matrix product over patches.
+* ``"shifted"`` (depthwise) -- k*k shifted multiply-adds; with ``"bmm"`` the only kernels whose
+  ONNX graph has no patch-count-dependent group attribute (``export --dynamic`` uses them).
 
-``benchmarks/dpwconv.py`` measures both at the paper's shapes; :data:`DEFAULT_BACKEND` holds the
-faster one for each operation on CPU. There are no Python loops over patches in either path.
+``benchmarks/dpwconv.py`` measures them at the paper's shapes; :data:`DEFAULT_POINTWISE` and
+:data:`DEFAULT_DEPTHWISE` are the faster ones in eager PyTorch on CPU. Each module takes its kernel
+as a constructor argument (``backend``), and :func:`set_patch_kernels` switches a whole model.
+There are no Python loops over patches in any of them.
 """
 from __future__ import annotations
 
@@ -30,11 +34,18 @@ __all__ = [
     "patch_depthwise",
     "PatchPointwiseConv",
     "PatchDepthwiseConv",
-    "DEFAULT_BACKEND",
+    "DEFAULT_POINTWISE",
+    "DEFAULT_DEPTHWISE",
+    "POINTWISE_BACKENDS",
+    "DEPTHWISE_BACKENDS",
+    "set_patch_kernels",
 ]
 
+POINTWISE_BACKENDS = ("bmm", "grouped")
+DEPTHWISE_BACKENDS = ("grouped", "shifted")
 # Chosen from benchmarks/dpwconv.py on the development CPU (see README, "Speed").
-DEFAULT_BACKEND = {"pointwise": "bmm", "depthwise": "grouped"}
+DEFAULT_POINTWISE = "bmm"
+DEFAULT_DEPTHWISE = "grouped"
 
 Grid = tuple[int, int]
 
@@ -81,7 +92,7 @@ def patch_rows(weights: Tensor) -> Tensor:
     return weights.permute(0, 2, 3, 1).reshape(b * gh * gw, n)
 
 
-def patch_pointwise(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, backend: str = "bmm") -> Tensor:
+def patch_pointwise(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, backend: str = DEFAULT_POINTWISE) -> Tensor:
     """Per-patch 1x1 convolution: x (P, Cin, h, w), weight (P, Cout, Cin) -> (P, Cout, h, w)."""
     p, cin, h, w = x.shape
     cout = weight.shape[1]
@@ -92,13 +103,13 @@ def patch_pointwise(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, ba
         y = F.conv2d(x.reshape(1, p * cin, h, w), weight.reshape(p * cout, cin, 1, 1), groups=p)
         y = y.reshape(p, cout, h, w)
     else:
-        raise HypersegError(f"unknown DPWConv backend {backend!r}; expected 'bmm' or 'grouped'")
+        raise HypersegError(f"unknown pointwise DPWConv backend {backend!r}; expected one of {POINTWISE_BACKENDS}")
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
     return y
 
 
-def patch_depthwise(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, backend: str = "grouped") -> Tensor:
+def patch_depthwise(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, backend: str = DEFAULT_DEPTHWISE) -> Tensor:
     """Per-patch depthwise k x k convolution without padding ("valid").
 
     x (P, C, h+k-1, w+k-1) windows, weight (P, C, k, k) -> (P, C, h, w).
@@ -109,7 +120,7 @@ def patch_depthwise(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, ba
     if backend == "grouped":
         y = F.conv2d(x.reshape(1, p * c, hp, wp), weight.reshape(p * c, 1, k, k), groups=p * c)
         y = y.reshape(p, c, h, w)
-    elif backend == "bmm":
+    elif backend == "shifted":
         # k*k shifted multiply-adds; weight[..., i, j] broadcasts over the patch pixels.
         y = x[:, :, :h, :w] * weight[:, :, 0, 0, None, None]
         for i in range(k):
@@ -117,7 +128,7 @@ def patch_depthwise(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, ba
                 if i or j:
                     y = y + x[:, :, i : i + h, j : j + w] * weight[:, :, i, j, None, None]
     else:
-        raise HypersegError(f"unknown DPWConv backend {backend!r}; expected 'bmm' or 'grouped'")
+        raise HypersegError(f"unknown depthwise DPWConv backend {backend!r}; expected one of {DEPTHWISE_BACKENDS}")
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
     return y
@@ -130,11 +141,13 @@ class PatchPointwiseConv(nn.Module):
     BatchNorm into it. Being a module lets :func:`hyperseg.profile` count its work as executed.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, backend: str = DEFAULT_POINTWISE) -> None:
         super().__init__()
+        if backend not in POINTWISE_BACKENDS:
+            raise HypersegError(f"pointwise backend {backend!r}; expected one of {POINTWISE_BACKENDS}")
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.backend = DEFAULT_BACKEND["pointwise"]
+        self.backend = backend
         self.register_parameter("bias", None)
 
     @property
@@ -154,13 +167,15 @@ class PatchPointwiseConv(nn.Module):
 class PatchDepthwiseConv(nn.Module):
     """A depthwise k x k convolution ("valid") with per-patch weights given at call time."""
 
-    def __init__(self, channels: int, kernel_size: int) -> None:
+    def __init__(self, channels: int, kernel_size: int, backend: str = DEFAULT_DEPTHWISE) -> None:
         super().__init__()
+        if backend not in DEPTHWISE_BACKENDS:
+            raise HypersegError(f"depthwise backend {backend!r}; expected one of {DEPTHWISE_BACKENDS}")
         if kernel_size % 2 != 1:
             raise HypersegError(f"depthwise kernel size must be odd, got {kernel_size}")
         self.channels = channels
         self.kernel_size = kernel_size
-        self.backend = DEFAULT_BACKEND["depthwise"]
+        self.backend = backend
         self.register_parameter("bias", None)
 
     @property
@@ -176,3 +191,16 @@ class PatchDepthwiseConv(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.channels}, kernel_size={self.kernel_size}, backend={self.backend}"
 
+
+def set_patch_kernels(model: nn.Module, *, pointwise: Optional[str] = None, depthwise: Optional[str] = None) -> nn.Module:
+    """Switch the kernel of every patch-wise conv in ``model`` (in place); ``None`` leaves it as it is."""
+    for module in model.modules():
+        if pointwise is not None and isinstance(module, PatchPointwiseConv):
+            if pointwise not in POINTWISE_BACKENDS:
+                raise HypersegError(f"pointwise backend {pointwise!r}; expected one of {POINTWISE_BACKENDS}")
+            module.backend = pointwise
+        elif depthwise is not None and isinstance(module, PatchDepthwiseConv):
+            if depthwise not in DEPTHWISE_BACKENDS:
+                raise HypersegError(f"depthwise backend {depthwise!r}; expected one of {DEPTHWISE_BACKENDS}")
+            module.backend = depthwise
+    return model
