@@ -1,10 +1,10 @@
 """Training, evaluation and prediction on top of the model library."""
 from .config import RunConfig, load_config
 from .evaluate import evaluate
-from .losses import BootstrappedCrossEntropy, CrossEntropy, build_loss
+from .losses import BootstrappedCrossEntropy, build_loss
 from .metrics import ConfusionMatrix
 from .predict import Predictor
 from .trainer import train
 
 __all__ = ["RunConfig", "load_config", "train", "evaluate", "Predictor", "ConfusionMatrix",
-           "CrossEntropy", "BootstrappedCrossEntropy", "build_loss"]
+           "BootstrappedCrossEntropy", "build_loss"]

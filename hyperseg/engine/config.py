@@ -204,6 +204,7 @@ _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "optim.poly_power": ("a number >= 0", lambda v: 0 <= v < math.inf),
     "optim.max_iters": _at_least(1),
     "optim.accum_steps": _at_least(1),
+    "loss.name": ("ce or bootstrapped_ce", lambda v: v in ("ce", "bootstrapped_ce")),
     "loss.k": _at_least(1),
     "loss.threshold": ("in (0, 1]", lambda v: 0 < v <= 1),
     "loss.class_weights": ("a list of numbers >= 0", lambda v: all(0 <= w < math.inf for w in v)),

@@ -9,23 +9,12 @@ from torch import Tensor, nn
 
 from ..errors import HypersegError
 
-__all__ = ["CrossEntropy", "BootstrappedCrossEntropy", "build_loss"]
+__all__ = ["BootstrappedCrossEntropy", "build_loss", "LOSSES"]
+
+LOSSES = ("ce", "bootstrapped_ce")  # plain cross-entropy, or the authors' hard-pixel mining
 
 
-class CrossEntropy(nn.Module):
-    """Pixel-wise cross-entropy; ignored pixels do not count."""
-
-    def __init__(self, class_weights: Optional[Sequence[float]] = None, ignore_index: int = 255) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
-        self.register_buffer("weight", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32))
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        w = None if self.weight is None else self.weight.to(logits.dtype)
-        return F.cross_entropy(logits, target, weight=w, ignore_index=self.ignore_index)
-
-
-class BootstrappedCrossEntropy(CrossEntropy):
+class BootstrappedCrossEntropy(nn.CrossEntropyLoss):
     """Hard-pixel mining as in the authors' training (SPEC 5.2), per image.
 
     Per-pixel losses (ignored pixels count as 0 and stay in the list) are sorted; if the
@@ -35,13 +24,13 @@ class BootstrappedCrossEntropy(CrossEntropy):
 
     def __init__(self, k: int = 4096, threshold: float = 0.3, class_weights: Optional[Sequence[float]] = None,
                  ignore_index: int = 255) -> None:
-        super().__init__(class_weights, ignore_index)
+        super().__init__(weight=_weights(class_weights), ignore_index=ignore_index, reduction="none")
         self.k, self.threshold = k, threshold
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        w = None if self.weight is None else self.weight.to(logits.dtype)
-        pixel = F.cross_entropy(logits, target, weight=w, ignore_index=self.ignore_index, reduction="none")
-        pixel = pixel.flatten(1)  # (B, H*W)
+        weight = None if self.weight is None else self.weight.to(logits.dtype)  # float64 logits in the tests
+        pixel = F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index, reduction="none")
+        pixel = pixel.flatten(1)  # (B, H*W); ignored pixels are 0
         k = min(self.k, pixel.shape[1] - 1)
         ranked, _ = pixel.sort(dim=1, descending=True)
         above = ranked > self.threshold
@@ -51,10 +40,15 @@ class BootstrappedCrossEntropy(CrossEntropy):
         return torch.where(hard, mean_above, mean_topk).mean()
 
 
+def _weights(class_weights: Optional[Sequence[float]]) -> Optional[Tensor]:
+    return None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+
+
 def build_loss(name: str, *, class_weights: Optional[Sequence[float]] = None, ignore_index: int = 255,
                k: int = 4096, threshold: float = 0.3) -> nn.Module:
-    if name in ("ce", "cross_entropy"):
-        return CrossEntropy(class_weights, ignore_index)
-    if name in ("bootstrapped_ce", "bce", "ohem"):
+    """``"ce"``: torch's pixel-wise cross-entropy; ``"bootstrapped_ce"``: :class:`BootstrappedCrossEntropy`."""
+    if name == "ce":
+        return nn.CrossEntropyLoss(weight=_weights(class_weights), ignore_index=ignore_index)
+    if name == "bootstrapped_ce":
         return BootstrappedCrossEntropy(k, threshold, class_weights, ignore_index)
-    raise HypersegError(f"unknown loss {name!r}; expected 'ce' or 'bootstrapped_ce'")
+    raise HypersegError(f"unknown loss {name!r}; expected one of {LOSSES}")
