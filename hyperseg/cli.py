@@ -63,6 +63,25 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     print(f"converted {args.checkpoint} ({model.meta.get('architecture', 'custom')}, {n:,} parameters) -> {path}")
 
 
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from .data import build_dataset
+    from .data.check import check_dataset
+
+    problems = 0
+    for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
+        dataset = build_dataset(args.dataset, args.data, split, classes_file=args.classes_file)
+        report = check_dataset(dataset, limit=args.limit)
+        print(report.summary(dataset.classes))
+        for message in report.errors:
+            print(f"  bad: {message}", file=sys.stderr)
+        problems += len(report.errors)
+    if problems:
+        print(f"hyperseg check-data: {problems} bad pairs; fix or remove them before training", file=sys.stderr)
+        return 2
+    print("ok: every pair reads, sizes match, labels are in range")
+    return 0
+
+
 def _cmd_profile(args: argparse.Namespace) -> None:
     from .profile import profile
     from .runtime import resolve_model
@@ -383,6 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the results as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("check-data", help="check a prepared dataset folder (every pair read as training reads it)")
+    p.add_argument("--dataset", default="camvid", help="camvid | camvid32 | cityscapes | voc | ade20k | folder")
+    p.add_argument("--data", default="data/camvid", help="dataset root (default: data/camvid)")
+    p.add_argument("--splits", default="train,val", help="comma-separated splits to check")
+    p.add_argument("--classes-file", default=None, help="folder datasets: YAML with class names (+ palette)")
+    p.add_argument("--limit", type=int, default=None, help="check only the first N pairs of each split")
+    p.set_defaults(func=_cmd_check_data)
 
     p = sub.add_parser("profile", help="count parameters and GMACs at an input size")
     _add_model_arguments(p)

@@ -387,3 +387,20 @@ def test_debug_shows_the_traceback_and_bugs_are_never_hidden(tiny_camvid, monkey
     monkeypatch.setattr(sys.modules["hyperseg.engine.evaluate"], "evaluate", bug)
     with pytest.raises(ZeroDivisionError):  # not our error class: not turned into a one-liner
         cli_main([str(a) for a in args[:-2]])
+
+
+# ------------------------------------------------------------------------------------------ check-data
+
+def test_check_data_reads_every_pair_and_names_bad_ones(tiny_camvid, tmp_path, capfd):
+    assert _run(["check-data", "--data", tiny_camvid], capfd)[0] == 0
+    root = tmp_path / "camvid"
+    shutil.copytree(tiny_camvid, root)
+    Image.fromarray(np.full((64, 96), 40, np.uint8)).save(root / "trainannot" / "002.png")  # class 40 of 11
+    (root / "val" / "000.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    before = _snapshot(root)
+    code = cli_main(["check-data", "--data", str(root)])
+    out, err = capfd.readouterr()
+    assert code == 2 and "Traceback" not in err
+    assert "trainannot/002.png: label values [40]" in err and "val/000.png" in err
+    assert "train: 5 pairs read, 1 bad" in out and "val: 1 pairs read, 1 bad" in out
+    assert _snapshot(root) == before
