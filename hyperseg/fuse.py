@@ -8,28 +8,16 @@ becomes the convolution's bias. The result computes the same function in eval mo
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .errors import InputTypeError
-from .model.decoder.meta_blocks import InvertedResidualMetaBlock, PointwiseMetaBlock
 from .model.hyperseg import HyperSeg
 from .model.weight_mapper import StaticWeights
 
 __all__ = ["fuse_bn"]
-
-
-def _bn_affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    """(scale, shift) with bn(x) == x * scale + shift in eval mode."""
-    scale = bn.running_var.add(bn.eps).rsqrt()
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    return scale, shift
 
 
 def _without_bn(bn: nn.Module) -> nn.Module:
@@ -68,40 +56,29 @@ def _static_pairs(model: HyperSeg) -> list[tuple[str, str]]:
 def _fold_static(model: nn.Module, conv_name: str, bn_name: str) -> None:
     conv: nn.Conv2d = model.get_submodule(conv_name)
     bn = model.get_submodule(bn_name)
-    scale, shift = _bn_affine(bn)
-    with torch.no_grad():
-        conv.weight.mul_(scale.view(-1, 1, 1, 1))
-        bias = shift if conv.bias is None else conv.bias * scale + shift
-        conv.bias = nn.Parameter(bias.clone())
+    weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                        bn.weight, bn.bias)
+    conv.weight, conv.bias = weight, bias
     parent, _, child = bn_name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, _without_bn(bn))
 
 
 def _fold_dynamic(model: HyperSeg) -> None:
+    """Each decoder block folds its BNs (its own ``fuse``); the weight mapper scales the rows it produces."""
     mapper = model.weight_mapper
     for level, block in enumerate(model.decoder.levels):
-        if isinstance(block, PointwiseMetaBlock):
-            convs = [(block.conv, "bn")]
-        elif isinstance(block, InvertedResidualMetaBlock):
-            convs = [(block.pw1, "bn1"), (block.dw, "bn2"), (block.pw2, "bn3")]
-        else:
+        if not hasattr(block, "fuse"):
             raise InputTypeError(f"cannot fuse decoder level {level} of type {type(block).__name__}")
         layer, rows = mapper.level_rows(level)
-        offset = rows.start
-        for (conv, bn_attr), (_, shape) in zip(convs, block.weight_layout()):
-            bn = getattr(block, bn_attr)
-            scale, shift = _bn_affine(bn)
-            per_row = math.prod(shape[1:])
-            row_scale = scale.repeat_interleave(per_row)  # one factor per weight of this conv
-            seg = slice(offset, offset + shape[0] * per_row)
-            with torch.no_grad():
-                if isinstance(mapper, StaticWeights):
-                    mapper.weights[layer][seg] *= row_scale
-                else:
-                    mapper.layers[layer].weight[seg] *= row_scale.view(-1, 1, 1, 1)
-                conv.bias = nn.Parameter(shift.clone())
-            setattr(block, bn_attr, nn.Identity())
-            offset = seg.stop
+
+        def scale_weights(segment: slice, factor: Tensor, layer=layer, start=rows.start) -> None:
+            rows_of_conv = slice(start + segment.start, start + segment.stop)
+            if isinstance(mapper, StaticWeights):
+                mapper.weights[layer][rows_of_conv] *= factor
+            else:
+                mapper.layers[layer].weight[rows_of_conv] *= factor.view(-1, 1, 1, 1)
+
+        block.fuse(scale_weights)
 
 
 def fuse_bn(model: HyperSeg) -> HyperSeg:

@@ -8,6 +8,7 @@ as in the authors' checkpoints.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +31,28 @@ __all__ = ["PointwiseMetaBlock", "InvertedResidualMetaBlock", "WINDOW_MODES"]
 WINDOW_MODES = ("input", "hidden")
 
 
+def fuse_dynamic_bn(block: nn.Module, pairs: list[tuple[nn.Module, str]],
+                    scale_weights: Callable[[slice, Tensor], None]) -> None:
+    """Fold each BatchNorm of ``pairs`` (patch conv, BN attribute) into the weights that feed its conv.
+
+    BN(conv(x; w)) = conv(x; w * s) + t per output channel, so the rows of the weight vector that
+    produce the conv's weights are scaled by ``s`` (``scale_weights(segment, factor per weight)``,
+    done by whoever owns them) and ``t`` becomes the conv's bias. Eval-mode semantics.
+    """
+    offset = 0
+    for (conv, bn_attr), (_, shape) in zip(pairs, block.weight_layout()):
+        bn = getattr(block, bn_attr)
+        scale = bn.running_var.add(bn.eps).rsqrt() * (bn.weight if bn.weight is not None else 1)
+        shift = (bn.bias if bn.bias is not None else 0) - bn.running_mean * scale
+        per_row = math.prod(shape[1:])
+        segment = slice(offset, offset + shape[0] * per_row)
+        with torch.no_grad():
+            scale_weights(segment, scale.repeat_interleave(per_row))  # one factor per weight of this conv
+            conv.bias = nn.Parameter(shift.detach().clone())
+        setattr(block, bn_attr, nn.Identity())
+        offset = segment.stop
+
+
 class PointwiseMetaBlock(nn.Module):
     """Dynamic patch-wise 1x1 conv -> BN -> ReLU (the paper's "pw1 only" block)."""
 
@@ -48,6 +71,10 @@ class PointwiseMetaBlock(nn.Module):
     @property
     def num_weights(self) -> int:
         return sum(math.prod(shape) for _, shape in self.weight_layout())
+
+    def fuse(self, scale_weights: Callable[[slice, Tensor], None]) -> None:
+        """Fold the BN into the generated weights; see :func:`fuse_dynamic_bn`."""
+        fuse_dynamic_bn(self, [(self.conv, "bn")], scale_weights)
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         batch, grid = x.shape[0], (weights.shape[-2], weights.shape[-1])
@@ -98,6 +125,10 @@ class InvertedResidualMetaBlock(nn.Module):
     @property
     def num_weights(self) -> int:
         return sum(math.prod(shape) for _, shape in self.weight_layout())
+
+    def fuse(self, scale_weights: Callable[[slice, Tensor], None]) -> None:
+        """Fold the three BNs into the generated weights; see :func:`fuse_dynamic_bn`."""
+        fuse_dynamic_bn(self, [(self.pw1, "bn1"), (self.dw, "bn2"), (self.pw2, "bn3")], scale_weights)
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         batch, grid = x.shape[0], (weights.shape[-2], weights.shape[-1])
