@@ -65,17 +65,16 @@ def build_model_for(cfg: RunConfig, dataset) -> HyperSeg:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-             "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
+    """The random streams a step draws from: torch's (dropout, drop-path; CUDA's on GPUs). Augmentation
+    draws from per-sample generators keyed by the seed (``data.sampler``), so it needs no state."""
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(state["python"]), None))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
+    torch.set_rng_state(state["torch"])  # older checkpoints also hold Python and NumPy states, unused
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -214,7 +213,7 @@ def init_process(cfg: RunConfig) -> Process:
 
 def seed_everything(cfg: RunConfig) -> None:
     torch.manual_seed(cfg.train.seed)
-    random.seed(cfg.train.seed)
+    random.seed(cfg.train.seed)  # nothing of ours draws from these two; seeded for users' own datasets
     np.random.seed(cfg.train.seed % 2**32)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
