@@ -135,9 +135,9 @@ def test_cli_eval_predict_and_class_mismatch(tiny_camvid, tmp_path, capsys):
                      "--out", str(metrics), "--workers", "0"]) == 0
     data = json.loads(metrics.read_text())
     assert set(data["per_class_iou"]) == set(hyperseg.load_model(out / "best.pt").meta["class_names"])
-    assert 0 <= data["miou"] <= 1 and 0 <= data["pixel_acc"] <= 1
+    assert data["unit"] == "percent" and 0 <= data["miou"] <= 100 and 0 <= data["pixel_acc"] <= 100
     logged = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in l][-1]
-    assert data["miou"] == pytest.approx(logged["miou"], abs=1e-6)
+    assert data["miou"] == pytest.approx(logged["miou"] * 100, abs=1e-4)  # the training log keeps fractions
 
     pred = tmp_path / "pred"
     assert cli_main(["predict", str(tiny_camvid / "val"), "--model", str(out / "best.pt"), "--out", str(pred)]) == 0
