@@ -10,17 +10,17 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional, Union
+from typing import Any, BinaryIO, Callable, Optional, Sequence, Union
 
 import torch
 
-from .errors import HypersegError, InputTypeError, NotFoundError
+from .errors import HypersegError, InputTypeError, NotFoundError, OutputExistsError
 from .model.config import HyperSegConfig
 from .model.hyperseg import HyperSeg
 from .pretrained import Weights, get_weights, is_weights_name, list_weights
 from .safe_load import safe_torch_load
 
-__all__ = ["save_model", "load_model", "load_training_checkpoint", "atomic_write", "atomic_save", "atomic_write_text", "builtin_weights", "CHECKPOINT_FORMAT"]
+__all__ = ["save_model", "load_model", "load_training_checkpoint", "atomic_write", "atomic_save", "refuse_replacing_inputs", "atomic_write_text", "builtin_weights", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "hyperseg"
 _VERSION = 1
@@ -56,6 +56,16 @@ def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> P
             raise HypersegError(f"{path}: cannot write it ({exc.strerror or exc})") from None
         raise
     return path
+
+
+def refuse_replacing_inputs(outputs: Sequence[Path], inputs: Sequence[Union[str, Path]], option: str) -> None:
+    """Refuse, before anything is written, an output path that is one of the input files."""
+    originals = {Path(p).expanduser().resolve(): p for p in inputs if p is not None and Path(p).expanduser().is_file()}
+    for target in outputs:
+        source = originals.get(Path(target).resolve())
+        if source is not None:
+            raise OutputExistsError(f"{option}: {target} is the input {source}, and writing it would replace "
+                                    f"the input; choose another output")
 
 
 def atomic_save(obj: Any, path: Union[str, Path]) -> Path:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -42,10 +41,10 @@ def _check_output(path, option: str, overwrite: bool, inputs: Sequence = ()) -> 
 
     if path is None:
         return
+    from .checkpoint import refuse_replacing_inputs
+
     path = Path(path)
-    for source in inputs:
-        if source is not None and Path(source).exists() and path.exists() and path.samefile(source):
-            raise OutputExistsError(f"{option} {path} is the input {source}; writing there would replace it")
+    refuse_replacing_inputs([path], inputs, option)
     if path.is_dir():
         raise HypersegError(f"{option} {path} is a folder; expected a file name")
     if path.exists() and not overwrite:
@@ -68,7 +67,7 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     from .data.check import check_dataset
 
     problems = 0
-    for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
+    for split in _split_list(args.splits):
         dataset = build_dataset(args.dataset, args.data, split, classes_file=args.classes_file)
         report = check_dataset(dataset, limit=args.limit)
         print(report.summary(dataset.classes))
@@ -97,7 +96,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the summary is rank 0's to print
+    if result["rank"] != 0:  # under torchrun the summary is rank 0's to print
         return
     val = result["val"] or {}
     print(json.dumps({"step": result["step"], "best_miou": result["best_miou"], "last_miou": val.get("miou"),
@@ -112,9 +111,14 @@ def _runtime_options(args: argparse.Namespace) -> dict:
     if args.std:
         meta["std"] = _parse_floats(args.std, "--std", 3)
     if args.classes:
-        meta["class_names"] = [c.strip() for c in args.classes.split(",") if c.strip()]
+        meta["class_names"] = _split_list(args.classes)
     return dict(runtime=args.runtime, precision=args.precision, device=args.device, calibration=args.calibration,
                 meta=meta or None)
+
+
+def _split_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _parse_floats(text: str, option: str, count: Optional[int] = None) -> list:
@@ -185,9 +189,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .engine.predict import Predictor, check_alpha, collect_inputs
+    from .engine.predict import Predictor, collect_inputs
 
-    check_alpha(args.alpha)
     if args.max_size < 0:
         raise HypersegError(f"--max-size {args.max_size}: expected a number of pixels, or 0 for no limit")
 
@@ -264,8 +267,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from .engine.bench import benchmark, format_report
 
     _check_output(args.out, "--out", args.overwrite, inputs=[args.model, args.image])
-    runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
-    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    runtimes, precisions = _split_list(args.runtime), _split_list(args.precision)
     result = benchmark(args.model, size=_parse_pair(args.size, "--size"),
                        candidates=list(itertools.product(runtimes, precisions)), rounds=args.rounds,
                        warmup=args.warmup, image=args.image, device=args.device, calibration=args.calibration,
@@ -296,6 +298,12 @@ def _add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mean", default=None, help="input mean r,g,b in [0, 1] (.onnx files without metadata)")
     p.add_argument("--std", default=None, help="input std r,g,b (.onnx files without metadata)")
     p.add_argument("--classes", default=None, help="comma-separated class names (.onnx files without metadata)")
+
+
+def _add_dataset_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="data/camvid", help="dataset root (default: data/camvid)")
+    p.add_argument("--dataset", default="camvid", help="camvid | camvid32 | cityscapes | voc | ade20k | folder")
+    p.add_argument("--classes-file", default=None, help="folder datasets: YAML with class names (+ palette)")
 
 
 _MODEL_HELP = ("built-in or registered weights name, registered architecture, our checkpoint, the authors' .pth, "
@@ -349,10 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a model on a dataset split (mIoU, per-class IoU)")
     _add_model_arguments(p)
-    p.add_argument("--data", default="data/camvid", help="dataset root (default: data/camvid)")
-    p.add_argument("--dataset", default="camvid", help="camvid | camvid32 | cityscapes | voc | ade20k | folder")
+    _add_dataset_arguments(p)
     p.add_argument("--split", default="val")
-    p.add_argument("--classes-file", default=None, help="class list YAML (folder datasets)")
     p.add_argument("--out", default=None, help="write metrics JSON here")
     p.add_argument("--confusion-image", default=None, help="save the confusion matrix as a PNG")
     p.add_argument("--overwrite", action="store_true", help="replace existing --out / --confusion-image files")
@@ -404,10 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("check-data", help="check a prepared dataset folder (every pair read as training reads it)")
-    p.add_argument("--dataset", default="camvid", help="camvid | camvid32 | cityscapes | voc | ade20k | folder")
-    p.add_argument("--data", default="data/camvid", help="dataset root (default: data/camvid)")
+    _add_dataset_arguments(p)
     p.add_argument("--splits", default="train,val", help="comma-separated splits to check")
-    p.add_argument("--classes-file", default=None, help="folder datasets: YAML with class names (+ palette)")
     p.add_argument("--limit", type=int, default=None, help="check only the first N pairs of each split")
     p.set_defaults(func=_cmd_check_data)
 
@@ -423,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line(exc: BaseException) -> str:
     """The message of an error, without the traceback text DataLoader workers wrap around it."""
-    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    text = str(exc)
     if text.startswith("Caught ") and "Original Traceback" in text:
         last = [line for line in text.strip().splitlines() if line.strip()][-1]
         text = last.split(": ", 1)[1] if ": " in last else last

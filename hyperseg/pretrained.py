@@ -23,11 +23,21 @@ from typing import Any, Optional
 from .classes import CAMVID_CLASSES, CAMVID_PALETTE
 from .errors import HypersegError, NotFoundError
 
-__all__ = ["Weights", "register_weights", "get_weights", "list_weights", "is_weights_name", "WEIGHT_FORMATS", "DEFAULT_MODEL"]
+__all__ = ["Weights", "register_weights", "get_weights", "list_weights", "is_weights_name", "file_sha256", "WEIGHT_FORMATS",
+           "DEFAULT_MODEL"]
 
 _PACKAGE = Path(__file__).resolve().parent
 DEFAULT_MODEL = "camvid"  # what every command and Predictor use when no model is given
 WEIGHT_FORMATS = ("hyperseg", "official")  # our checkpoint, or the authors' released .pth
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 a :class:`Weights` record stores for its file."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -86,12 +96,9 @@ class Weights:
         if not path.is_file():
             raise NotFoundError(f"weights {self.name!r}: file {path} not found")
         if self.sha256:
-            digest = hashlib.sha256()
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            if digest.hexdigest() != self.sha256:
-                raise HypersegError(f"weights {self.name!r}: {path} has SHA-256 {digest.hexdigest()[:12]}..., "
+            digest = file_sha256(path)
+            if digest != self.sha256:
+                raise HypersegError(f"weights {self.name!r}: {path} has SHA-256 {digest[:12]}..., "
                                     f"the record expects {self.sha256[:12]}...; the file is damaged or replaced")
         return path
 

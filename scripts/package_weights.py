@@ -12,7 +12,6 @@ and the metadata says so. It prints the `Weights(...)` record to register in
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ import hyperseg
 from hyperseg.checkpoint import load_model, save_model
 from hyperseg.data import build_dataset
 from hyperseg.engine.evaluate import evaluate
+from hyperseg.pretrained import file_sha256
 
 WEIGHTS = Path(hyperseg.__file__).resolve().parent / "weights"
 
@@ -63,7 +63,7 @@ def main() -> None:
     tmp.unlink()
     size = out.stat().st_size / 2**20
     print(f"wrote {out} ({size:.1f} MB), val mIoU {metrics['miou'] * 100:.2f}")
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    digest = file_sha256(out)
     print(f"register it in hyperseg/pretrained.py: Weights(name={args.name!r}, file='weights/{out.name}', "
           f"sha256={digest!r}, metrics={{'val_miou': {metrics['miou']!r}, 'val_split': {meta['val_split']!r}}}, "
           f"recipe={{'command': {args.command!r}, 'train_split': {data.get('train_split', 'train')!r}, "

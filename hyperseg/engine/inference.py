@@ -58,7 +58,6 @@ def predict_logits(model: nn.Module, x: Tensor, *, flip: bool = False, scales: S
 
     ``window``/``stride`` (H, W) switch on sliding-window inference at every scale.
     """
-    scales = check_test_time_options(scales, window)
     h, w = x.shape[-2:]
     num_classes = model.num_classes if hasattr(model, "num_classes") else model.module.num_classes
     total: Optional[Tensor] = None

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write, refuse_replacing_inputs
 from ..classes import default_palette
 from ..data.io import IMAGE_EXTENSIONS, DataError, read_image
 from ..errors import HypersegError, require
@@ -62,14 +62,6 @@ def output_names(files: Sequence[Path]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         unique.append(name if names.count(name) == 1 else f"{name}_{seen[name]}")
     return unique
-
-
-def _refuse_overwriting_inputs(inputs: Sequence[Path], outputs: Sequence[Path], out_dir: Path) -> None:
-    originals = {p.resolve(): p for p in inputs}
-    for target in outputs:
-        if target.resolve() in originals:
-            raise HypersegError(f"--out {out_dir}: writing {target.name} there would replace the input "
-                                f"{originals[target.resolve()]}; choose another output folder")
 
 
 def _save_atomic(img: Image.Image, path: Path) -> None:
@@ -215,7 +207,7 @@ class Predictor:
         names = dict(zip(files, output_names(files)))
         plan = {path: [out / f"{name}_overlay.mp4"] if path.suffix.lower() in VIDEO_EXTENSIONS
                 else [out / f"{name}.png", out / f"{name}_overlay.jpg"] for path, name in names.items()}
-        _refuse_overwriting_inputs(files, [p for paths in plan.values() for p in paths], out)
+        refuse_replacing_inputs([p for paths in plan.values() for p in paths], files, f"--out {out}")
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for path in tqdm(files, desc="predict", disable=not progress or len(files) < 2):

@@ -132,8 +132,8 @@ class _Logger:
             self.writer.flush()
 
 
-# Files a run writes into train.out_dir; a new run refuses a folder holding anything else.
-_STALE_TEMPS = (".last.pt.*.tmp", ".best.pt.*.tmp", ".config.yaml.*.tmp", ".resumes.jsonl.*.tmp")
+# Files a run rewrites atomically in train.out_dir; a killed write leaves `.<name>.*.tmp` beside them.
+_ATOMIC_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "val.csv")
 # Sections a resume may change: the schedule and the run's mechanics, not what is trained on what.
 _FROZEN_ON_RESUME = ("model", "data", "loss")
 _DATA_FREE_ON_RESUME = ("workers", "val_batch_size", "root")
@@ -167,14 +167,17 @@ def _prepare_run_dir(out_dir: Path, cfg: RunConfig, resumed_step: Optional[int],
     if resumed_step is None:
         if out_dir.exists() and not out_dir.is_dir():
             raise OutputExistsError(f"train.out_dir {out_dir} is a file; expected a new or empty folder")
+        if (out_dir / "last.pt").exists() or (out_dir / "best.pt").exists():
+            raise OutputExistsError(f"{out_dir} already holds a run (last.pt/best.pt); continue it with --resume, "
+                                    f"or choose another train.out_dir")
         if out_dir.is_dir() and any(out_dir.iterdir()):
             raise OutputExistsError(f"train.out_dir {out_dir} is not empty; a new run needs a new or empty folder "
                                     f"(continue a run there with --resume)")
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return
-    for pattern in _STALE_TEMPS:  # half-written files of a run that was killed mid-save
-        for stale in out_dir.glob(pattern):
+    for name in _ATOMIC_FILES:  # half-written files of a run that was killed mid-save
+        for stale in out_dir.glob(f".{name}.*.tmp"):
             stale.unlink()
     if changes:  # config.yaml stays the run's original; each resume that changed something is recorded
         with (out_dir / "resumes.jsonl").open("a") as f:
@@ -268,7 +271,7 @@ class Trainer:
         self.model = build_model_for(cfg, self.train_set)
         self.model.meta.update(recipe=cfg.to_dict())
         self.state = build_optimizer(cfg, self.model)
-        changes = self._resume() if resume else self._check_new_run()
+        changes = self._resume() if resume else {}
         self.net = self._place_model()
         self.scaler = torch.amp.GradScaler(self.proc.device.type, enabled=self.amp_dtype == torch.float16)
         self.criterion = build_loss(cfg.loss.name, class_weights=cfg.loss.class_weights, k=cfg.loss.k,
@@ -284,12 +287,6 @@ class Trainer:
         self._started = time.time()
 
     # -- setup ---------------------------------------------------------------------------------
-
-    def _check_new_run(self) -> dict[str, list]:
-        if self.last_path.exists() or self.best_path.exists():
-            raise OutputExistsError(f"{self.out_dir} already holds a run (last.pt/best.pt); continue it with "
-                                    f"--resume, or choose another train.out_dir")
-        return {}
 
     def _resume(self) -> dict[str, list]:
         """Weights and train state from ``last.pt``, through the checkpoint layer's checks."""
@@ -440,7 +437,7 @@ class Trainer:
         if proc.distributed:
             dist.barrier()
         return {"step": state.step, "best_miou": state.best_miou, "last": str(self.last_path),
-                "best": str(self.best_path), "val": metrics}
+                "best": str(self.best_path), "val": metrics, "rank": proc.rank}
 
 
 def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
