@@ -1,7 +1,7 @@
 """Our checkpoint format: weights plus everything needed to rebuild and use the model.
 
 A file holds ``{"format": "hyperseg", "version": 1, "config": {...}, "state_dict": {...},
-"meta": {...}}`` with only tensors and plain data, so it loads with
+"meta": {...}}`` (plus ``"family": "smp"`` for an SMP baseline) with only tensors and plain data, so it loads with
 ``torch.load(weights_only=True)``. ``meta`` carries class names, palette, normalisation and
 anything else worth keeping (val mIoU, recipe, training time).
 """
@@ -17,6 +17,7 @@ import torch
 from .errors import HypersegError, InputTypeError, NotFoundError, OutputExistsError
 from .model.config import HyperSegConfig
 from .model.hyperseg import HyperSeg
+from .model.smp_baseline import SMPConfig, SMPModel
 from .pretrained import Weights, get_weights, is_weights_name, list_weights
 from .safe_load import safe_torch_load
 
@@ -87,15 +88,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def save_model(model: HyperSeg, path: Union[str, Path], *, meta: Optional[dict[str, Any]] = None, half: bool = False,
+def save_model(model: Union[HyperSeg, SMPModel], path: Union[str, Path], *, meta: Optional[dict[str, Any]] = None, half: bool = False,
                extra: Optional[dict[str, Any]] = None) -> Path:
     """Write ``model`` (config, weights, ``model.meta`` updated with ``meta``) to ``path`` atomically.
 
     ``half=True`` stores floating-point tensors as float16 (load_model restores float32).
     ``extra`` adds top-level entries that :func:`load_model` ignores (the trainer's resume state).
     """
-    if not isinstance(model, HyperSeg):
-        raise InputTypeError(f"save_model expects a HyperSeg model, got {type(model).__name__}")
+    if not isinstance(model, (HyperSeg, SMPModel)):
+        raise InputTypeError(f"save_model expects a HyperSeg (or smp: baseline) model, got {type(model).__name__}")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
@@ -105,6 +106,7 @@ def save_model(model: HyperSeg, path: Union[str, Path], *, meta: Optional[dict[s
         "config": _plain(model.config.to_dict()),
         "state_dict": state,
         "meta": _plain({**model.meta, **(meta or {})}),
+        **({"family": SMPModel.family} if isinstance(model, SMPModel) else {}),
         **(extra or {}),
     }
     return atomic_save(payload, path)
@@ -157,10 +159,15 @@ def load_model(source: Union[str, Path], *, map_location: Union[str, torch.devic
     return _load_checkpoint_file(path, map_location)
 
 
-def _load_checkpoint_file(path: Path, map_location: Union[str, torch.device]) -> HyperSeg:
+def _load_checkpoint_file(path: Path, map_location: Union[str, torch.device]) -> Union[HyperSeg, SMPModel]:
     ckpt = _read_checkpoint(path, map_location)
-    config = HyperSegConfig.from_dict(ckpt["config"])
-    model = HyperSeg(config)
+    family = ckpt.get("family", "hyperseg")
+    if family == SMPModel.family:
+        model = SMPModel(SMPConfig.from_dict(ckpt["config"]))
+    elif family == "hyperseg":
+        model = HyperSeg(HyperSegConfig.from_dict(ckpt["config"]))
+    else:
+        raise HypersegError(f"{path} holds a model of family {family!r}; this hyperseg reads hyperseg and smp")
     state = {k: v.float() if v.dtype == torch.float16 else v for k, v in ckpt["state_dict"].items()}
     try:
         model.load_state_dict(state)

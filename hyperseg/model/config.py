@@ -11,11 +11,28 @@ from typing import Any, Optional
 
 from ..errors import HypersegError
 
-__all__ = ["HyperSegConfig"]
+__all__ = ["HyperSegConfig", "PlainConfig"]
+
+
+class PlainConfig:
+    """A dataclass config that round-trips through a plain dict and rejects unknown keys."""
+
+    kind = "config"  # named in the error for an unknown key
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise HypersegError(f"unknown {cls.kind} key(s) {unknown}; valid keys are {sorted(known)}")
+        return cls(**data)
 
 
 @dataclass
-class HyperSegConfig:
+class HyperSegConfig(PlainConfig):
     """Architecture of a HyperSeg network (SPEC section 5.1 plus the paper's ablations).
 
     Decoder lists (``decoder_kernel_sizes``, ``decoder_channels``, ``weight_groups``) run
@@ -47,6 +64,8 @@ class HyperSegConfig:
         positional_encoding: prepend coordinate channels at every decoder level.
         dynamic: ``False`` replaces the dynamic convolutions by learned static ones ("w/o DPWConv").
     """
+
+    kind = "HyperSeg config"
 
     num_classes: int = 19
     in_channels: int = 3
@@ -123,17 +142,6 @@ class HyperSegConfig:
             raise HypersegError(f"patch_grid must be None or [rows, cols] >= 1, got {self.patch_grid}")
         if self.context_levels < 1:
             raise HypersegError(f"context_levels must be >= 1, got {self.context_levels}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "HyperSegConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise HypersegError(f"unknown HyperSeg config key(s) {unknown}; valid keys are {sorted(known)}")
-        return cls(**data)
 
     def replace(self, **overrides: Any) -> "HyperSegConfig":
         data = self.to_dict()

