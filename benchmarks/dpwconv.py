@@ -17,7 +17,7 @@ import torch
 
 from hyperseg.model.decoder.dpwconv import merge_patches, patch_depthwise, patch_pointwise, split_windows
 
-# (label, batch, in, hidden, out, H, W, grid) -- the block input sizes of SPEC 2.4.
+# (label, batch, in, hidden, out, H, W, grid) -- the block input sizes of the paper models.
 SHAPES = [
     ("HyperSeg-M 1024x512 level 3", 1, 24, 48, 16, 128, 256, (16, 32)),
     ("HyperSeg-M 1024x512 level 4", 1, 34, 68, 19, 256, 512, (16, 32)),

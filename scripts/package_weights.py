@@ -7,7 +7,7 @@ It evaluates the checkpoint on the validation split first and stores that mIoU, 
 in the metadata is the one `hyperseg eval` reproduces from the shipped float16 weights. For a
 run trained on train + val (the paper's protocol) that number is the fit of data it trained on,
 and the metadata says so. It prints the `Weights(...)` record to register in
-`hyperseg/pretrained.py`, with the file's SHA-256.
+`src/hyperseg/pretrained.py`, with the file's SHA-256.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def main() -> None:
     size = out.stat().st_size / 2**20
     print(f"wrote {out} ({size:.1f} MB), val mIoU {metrics['miou'] * 100:.2f}")
     digest = file_sha256(out)
-    print(f"register it in hyperseg/pretrained.py: Weights(name={args.name!r}, file='weights/{out.name}', "
+    print(f"register it in src/hyperseg/pretrained.py: Weights(name={args.name!r}, file='weights/{out.name}', "
           f"sha256={digest!r}, metrics={{'val_miou': {metrics['miou']!r}, 'val_split': {meta['val_split']!r}}}, "
           f"recipe={{'command': {args.command!r}, 'train_split': {data.get('train_split', 'train')!r}, "
           f"'iterations': {model.meta.get('step')!r}}}, ...)")

@@ -4,6 +4,7 @@ import errno
 import os
 import shutil
 import struct
+import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -404,3 +405,14 @@ def test_check_data_reads_every_pair_and_names_bad_ones(tiny_camvid, tmp_path, c
     assert "trainannot/002.png: label values [40]" in err and "val/000.png" in err
     assert "train: 5 pairs read, 1 bad" in out and "val: 1 pairs read, 1 bad" in out
     assert _snapshot(root) == before
+
+
+def test_a_folder_named_hyperseg_in_the_working_directory_does_not_shadow_the_package(tmp_path):
+    # A clone is a folder called hyperseg/ without __init__.py; Python started next to it must
+    # still import the installed package (the src/ layout), not an empty namespace package.
+    (tmp_path / "hyperseg" / "tests").mkdir(parents=True)
+    out = subprocess.run([sys.executable, "-c", "import hyperseg; print(hyperseg.__file__, hyperseg.__version__)"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    path, version = out.stdout.split()
+    assert path.endswith("__init__.py") and Path(path).parent != tmp_path / "hyperseg" and version

@@ -36,7 +36,7 @@ class CamVid(SegmentationDataset):
 
 
 # The 32-class colour labels: the 11 classes keep their colours; everything else is ignored,
-# as in the authors' loader (SPEC section 6). The 11-class SegNet sidewalk colour differs from
+# as in the authors' loader. The 11-class SegNet sidewalk colour differs from
 # the 32-class one, hence the explicit table.
 CAMVID_32_TO_11 = {
     (128, 128, 128): 0, (128, 0, 0): 1, (192, 192, 128): 2, (128, 64, 128): 3, (0, 0, 192): 4,

@@ -8,7 +8,7 @@ Two rules exist and differ only when a layer's share rounds down to one unit or 
   whatever is left;
 * ``"paper"`` -- Algorithm 1: the *first* layer whose share rounds to <= 1 takes what is left.
 
-For every released configuration both rules give the same split (SPEC section 4).
+For every released configuration both rules give the same split (docs/authors-code.md).
 """
 from __future__ import annotations
 

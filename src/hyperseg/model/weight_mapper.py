@@ -15,7 +15,7 @@ __all__ = ["WeightMapper", "StaticWeights", "SIGNAL_SLICING"]
 # How each weight layer reads the signal:
 #   "partition" -- disjoint consecutive slices (paper Eq. 5);
 #   "prefix"    -- every layer reads phi[:, :C_i], an overlapping prefix. This is the authors'
-#                  v1_0 behaviour (SPEC 2.3): checkpoints trained with it need it, and it leaves
+#                  v1_0 behaviour (upstream issue #23): checkpoints trained with it need it, and it leaves
 #                  the signal channels >= max(C_i) unread.
 SIGNAL_SLICING = ("partition", "prefix")
 

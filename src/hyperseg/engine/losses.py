@@ -15,7 +15,7 @@ LOSSES = ("ce", "bootstrapped_ce")  # plain cross-entropy, or the authors' hard-
 
 
 class BootstrappedCrossEntropy(nn.CrossEntropyLoss):
-    """Hard-pixel mining as in the authors' training (SPEC 5.2), per image.
+    """Hard-pixel mining as in the authors' training (docs/authors-code.md), per image.
 
     Per-pixel losses (ignored pixels count as 0 and stay in the list) are sorted; if the
     (k+1)-th largest exceeds ``threshold`` the image's loss is the mean of all losses above it,

@@ -1,6 +1,6 @@
 """Parameter and multiply-accumulate counts, with the dynamic convolutions as executed.
 
-The counting rule is the one SPEC section 8 recommends for comparing with the paper (column
+The counting rule is the one docs/authors-code.md explains for comparing with the paper (column
 B+D): static convolutions count output elements x (input channels / groups) x kernel area,
 affine BatchNorm counts 4 operations per element and nearest upsampling 1 (thop's rules, which
 the paper's numbers come from), and every patch-wise convolution counts its work on the

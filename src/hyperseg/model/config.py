@@ -33,7 +33,7 @@ class PlainConfig:
 
 @dataclass
 class HyperSegConfig(PlainConfig):
-    """Architecture of a HyperSeg network (SPEC section 5.1 plus the paper's ablations).
+    """Architecture of a HyperSeg network (the authors' released configs plus the paper's ablations).
 
     Decoder lists (``decoder_kernel_sizes``, ``decoder_channels``, ``weight_groups``) run
     coarsest level first, like the authors' configs.
