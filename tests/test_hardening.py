@@ -416,3 +416,22 @@ def test_a_folder_named_hyperseg_in_the_working_directory_does_not_shadow_the_pa
     assert out.returncode == 0, out.stderr
     path, version = out.stdout.split()
     assert path.endswith("__init__.py") and Path(path).parent != tmp_path / "hyperseg" and version
+
+
+def test_every_option_has_help_and_shows_its_default():
+    import argparse
+
+    from hyperseg.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"list", "convert", "train", "eval", "predict", "export", "bench", "check-data", "profile"} <= set(commands)
+    for name, command in commands.items():
+        text = " ".join(command.format_help().split())
+        for action in command._actions:
+            if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"hyperseg {name} {action.dest}: no help text"
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+                shown = " ".join((command.formatter_class(name)._get_help_string(action) % vars(action)).split())
+                assert "default" in shown and shown in text, f"hyperseg {name} {action.option_strings[0]}: default not shown"

@@ -301,7 +301,7 @@ def _add_runtime_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_dataset_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="data/camvid", help="dataset root (default: data/camvid)")
+    p.add_argument("--data", default="data/camvid", help="dataset root folder (README: \"Data\" gives each layout)")
     p.add_argument("--dataset", default="camvid", help="camvid | camvid32 | cityscapes | voc | ade20k | folder")
     p.add_argument("--classes-file", default=None, help="folder datasets: YAML with class names (+ palette)")
 
@@ -332,6 +332,16 @@ def _version() -> str:
     return __version__
 
 
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default after its help, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperseg", description="HyperSeg semantic segmentation.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
@@ -358,13 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a model on a dataset split (mIoU, per-class IoU)")
     _add_model_arguments(p)
     _add_dataset_arguments(p)
-    p.add_argument("--split", default="val")
-    p.add_argument("--out", default=None, help="write metrics JSON here")
+    p.add_argument("--split", default="val", help="split to evaluate (train, val, test, or a list name for voc)")
+    p.add_argument("--out", default=None, help="write the metrics as JSON here, in percent (\"unit\": \"percent\")")
     p.add_argument("--confusion-image", default=None, help="save the confusion matrix as a PNG")
     p.add_argument("--overwrite", action="store_true", help="replace existing --out / --confusion-image files")
     _add_tta_arguments(p)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images only)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes reading images (0: in process)")
     _add_runtime_arguments(p)
     p.set_defaults(func=_cmd_eval)
 
@@ -388,10 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default=None, help="input HxW (default: the model's input size), e.g. 360x480")
     p.add_argument("--dynamic", action="store_true",
                    help="accept any batch and size (height and width padded to the model's multiple of 64)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="weights and activations of the file")
     p.add_argument("--calibration", default=None, help="folder of images for int8 calibration")
     p.add_argument("--calibration-count", type=int, default=30, help="how many images to calibrate on")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset version")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_export)
 
@@ -400,11 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="360x480", help="input HxW")
     p.add_argument("--runtime", default="eager,torch", help="comma-separated: eager, torch, onnxruntime, openvino, auto")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, int8")
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=15, help="timed rounds; each runs every candidate once, order alternating")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls of each candidate first")
     p.add_argument("--image", default=None, help="image to time on (default: the bundled CamVid sample)")
     p.add_argument("--calibration", default=None, help="image folder for int8 conversion")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--out", default=None, help="write the results as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_bench)
@@ -417,11 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="count parameters and GMACs at an input size")
     _add_model_arguments(p)
-    p.add_argument("--height", type=int, default=512)
-    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--height", type=int, default=512, help="input height in pixels")
+    p.add_argument("--width", type=int, default=1024, help="input width in pixels")
     p.set_defaults(func=_cmd_profile)
     for command in sub.choices.values():  # `hyperseg predict ... --debug` as well as `hyperseg --debug predict`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        command.formatter_class = _DefaultsHelpFormatter
     return parser
 
 
