@@ -30,7 +30,10 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--name", default="camvid")
     parser.add_argument("--command", default="", help="the command that reproduces the training")
-    parser.add_argument("--max-mb", type=float, default=25.0)
+    parser.add_argument("--max-mb", type=float, default=25.0, help="refuse a file larger than this (default: 25)")
+    parser.add_argument("--data", default=None, help="dataset root (default: the recipe's data.root)")
+    parser.add_argument("--eval-split", default=None,
+                        help="split whose mIoU is stored (default: the recipe's val split, else val)")
     args = parser.parse_args()
 
     model = load_model(args.checkpoint)
@@ -40,8 +43,9 @@ def main() -> None:
     # Round-trip through float16 first, so the reported mIoU is that of the shipped weights.
     tmp = save_model(model, out.with_suffix(".tmp.pt"), half=True)
     shipped = load_model(tmp)
-    dataset = build_dataset(data.get("dataset", "camvid"), data.get("root", "data/camvid"),
-                            data.get("val_split", "val"))
+    eval_split = args.eval_split or data.get("val_split") or "val"
+    train_splits = data.get("train_split", "train").split("+")
+    dataset = build_dataset(data.get("dataset", "camvid"), args.data or data.get("root", "data/camvid"), eval_split)
     metrics = evaluate(shipped, dataset, mean=shipped.meta["mean"], std=shipped.meta["std"],
                        device=torch.device("cpu"), progress=True)
     meta = {
@@ -50,13 +54,14 @@ def main() -> None:
         "val_miou": metrics["miou"],
         "val_per_class_iou": metrics["per_class_iou"],
         "val_pixel_acc": metrics["pixel_acc"],
-        "val_split": f"{data.get('dataset', 'camvid')}:{data.get('val_split', 'val')}",
+        "val_split": f"{data.get('dataset', 'camvid')}:{eval_split}",
+        # trained on the split it is scored on: the number is a fit, not an estimate of accuracy
+        "val_in_training": eval_split in train_splits,
         "train_hours": round(float(model.meta.get("train_seconds", 0.0)) / 3600, 3),
         "train_steps": model.meta.get("step"),
-        "train_splits": data.get("train_split", "train").split("+"),
+        "train_splits": train_splits,
         # the paper's protocol trains on train + val and keeps the last weights
-        "protocol": "train+val, last checkpoint" if "val" in data.get("train_split", "").split("+")
-        else "train, best val checkpoint",
+        "protocol": "train+val, last checkpoint" if "val" in train_splits else "train, best val checkpoint",
         "command": args.command,
     }
     save_model(shipped, out, meta=meta, half=True)
@@ -65,7 +70,8 @@ def main() -> None:
     print(f"wrote {out} ({size:.1f} MB), val mIoU {metrics['miou'] * 100:.2f}")
     digest = file_sha256(out)
     print(f"register it in src/hyperseg/pretrained.py: Weights(name={args.name!r}, file='weights/{out.name}', "
-          f"sha256={digest!r}, metrics={{'val_miou': {metrics['miou']!r}, 'val_split': {meta['val_split']!r}}}, "
+          f"sha256={digest!r}, metrics={{'val_miou': {metrics['miou']!r}, 'val_split': {meta['val_split']!r}, "
+          f"'val_in_training': {meta['val_in_training']!r}}}, "
           f"recipe={{'command': {args.command!r}, 'train_split': {data.get('train_split', 'train')!r}, "
           f"'iterations': {model.meta.get('step')!r}}}, ...)")
     if size > args.max_mb:

@@ -9,14 +9,27 @@ import hyperseg
 from hyperseg.cli import main as cli_main
 
 
-def test_builtin_model_metadata():
-    model = hyperseg.load_model("camvid")
+BUILTIN = [name for name in hyperseg.list_weights() if hyperseg.get_weights(name).builtin]
+
+
+def test_the_default_and_the_train_only_model_ship():
+    assert {"camvid", "camvid_train"} <= set(BUILTIN)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_model_metadata(name):
+    model = hyperseg.load_model(name)
+    record = hyperseg.get_weights(name)
     assert not model.training and model.num_classes == 11
     meta = model.meta
     assert meta["class_names"][0] == "sky" and len(meta["palette"]) == 11
     assert meta["mean"] == [0.5, 0.5, 0.5] and meta["val_miou"] >= 0.66
-    assert meta["recipe"]["data"]["train_split"] == "train"  # val was only used for model selection
-    assert meta["command"].startswith("hyperseg train")
+    # the file's own recipe agrees with the record, and a split it trained on is flagged
+    train_splits = meta["recipe"]["data"]["train_split"].split("+")
+    assert meta["recipe"]["data"]["train_split"] == record.recipe["train_split"]
+    assert meta["recipe"]["optim"]["max_iters"] == record.recipe["iterations"]
+    assert meta["val_in_training"] == ("val" in train_splits)
+    assert record.recipe["command"].startswith("hyperseg train")
 
 
 def test_default_predict_writes_label_png_and_overlay(tmp_path, capsys):
@@ -33,12 +46,13 @@ def test_default_predict_writes_label_png_and_overlay(tmp_path, capsys):
         assert (np.abs(panel - np.array(palette[c])).sum(1) < 30).sum() >= 50, c  # of 225 swatch pixels
 
 
-def test_eval_reproduces_shipped_val_miou(camvid_root, tmp_path):
+@pytest.mark.parametrize("name", BUILTIN)
+def test_eval_reproduces_shipped_val_miou(name, camvid_root, tmp_path):
     out = tmp_path / "metrics.json"
-    assert cli_main(["eval", "--data", str(camvid_root), "--split", "val", "--out", str(out), "--workers", "0",
-                     "--runtime", "eager"]) == 0  # the shipped number was measured on the eager model
+    assert cli_main(["eval", "-m", name, "--data", str(camvid_root), "--split", "val", "--out", str(out),
+                     "--workers", "0", "--runtime", "eager"]) == 0  # the shipped number was measured on the eager model
     metrics = json.loads(out.read_text())
-    shipped = hyperseg.load_model("camvid").meta
+    shipped = hyperseg.load_model(name).meta
     # a few boundary pixels may flip with the thread count (summation order), hence not exact
     assert metrics["unit"] == "percent"  # as the console prints them
     assert metrics["miou"] == pytest.approx(shipped["val_miou"] * 100, abs=1e-3)

@@ -26,7 +26,8 @@ def _cmd_list(args: argparse.Namespace) -> None:
         details = [f"{'built-in' if weights.builtin else 'registered'} weights of {weights.architecture}",
                    f"{len(weights.class_names)} classes"]
         if "val_miou" in metrics:
-            details.append(f"val mIoU {metrics['val_miou'] * 100:.2f} on {metrics.get('val_split', '?')}")
+            fit = " (trained on it: a fit, not an estimate)" if metrics.get("val_in_training") else ""
+            details.append(f"val mIoU {metrics['val_miou'] * 100:.2f} on {metrics.get('val_split', '?')}{fit}")
         latency = metrics.get("latency_ms") or {}
         if latency:
             fastest = min(latency, key=latency.get)
