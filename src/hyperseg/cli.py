@@ -91,6 +91,13 @@ def _cmd_profile(args: argparse.Namespace) -> None:
     print(json.dumps({"model": args.model, "input": [args.height, args.width], **result}))
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from .serve import run_server
+
+    run_server(args.model, host=args.host, port=args.port, workers=args.workers, max_queue=args.max_queue,
+               max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels, **_runtime_options(args))
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from .engine.config import load_config
     from .engine.trainer import train
@@ -292,9 +299,6 @@ def _tta_options(args: argparse.Namespace) -> dict:
 
 
 def _add_runtime_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runtime", default="auto", help="auto (fastest installed) | torch | onnxruntime | openvino | eager")
-    p.add_argument("--precision", default=None, help="fp32 | bf16 | int8 (default: fp32, or what an .onnx file holds)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--calibration", default=None, help="image folder to calibrate int8 conversion on")
     p.add_argument("--mean", default=None, help="input mean r,g,b in [0, 1] (.onnx files without metadata)")
     p.add_argument("--std", default=None, help="input std r,g,b (.onnx files without metadata)")
@@ -425,6 +429,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default="train,val", help="comma-separated splits to check")
     p.add_argument("--limit", type=int, default=None, help="check only the first N pairs of each split")
     p.set_defaults(func=_cmd_check_data)
+
+    p = sub.add_parser("serve", help="serve a model over HTTP, with a web page (needs the serve extra)")
+    _add_model_arguments(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; anything but loopback is reachable from other machines")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--runtime", default="auto", help="auto (fastest installed) | torch | onnxruntime | openvino | eager")
+    p.add_argument("--precision", default=None, help="fp32 | bf16 | int8 (default: fp32, or what an .onnx file holds)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--workers", type=int, default=1,
+                   help="inference workers, each with its own copy of the model, sharing the CPU cores")
+    p.add_argument("--max-queue", type=int, default=16,
+                   help="requests that may wait for a worker; beyond that the server answers 503 with Retry-After")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload, in MB")
+    p.add_argument("--max-megapixels", type=float, default=50.0,
+                   help="largest accepted image, in megapixels (checked from the header, before decoding)")
+    _add_runtime_arguments(p)
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("profile", help="count parameters and GMACs at an input size")
     _add_model_arguments(p)

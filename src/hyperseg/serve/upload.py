@@ -1,0 +1,73 @@
+"""Reading an uploaded image from a request, in memory, within a size limit."""
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = ["UploadError", "read_upload"]
+
+# Multipart framing (boundaries, part headers) around the file; allowed on top of the file limit.
+_MULTIPART_SLACK = 64 * 1024
+
+
+class UploadError(Exception):
+    """A request whose body is not an acceptable image upload; ``status`` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def read_upload(request, max_bytes: int) -> tuple[bytes, str]:
+    """The image bytes and a name for them: a multipart form's file field, or a raw image body.
+
+    The body is read into memory and never written to disk; reading stops as soon as it passes
+    ``max_bytes`` (answer 413), and a ``Content-Length`` over the limit is refused before reading.
+    """
+    content_type = request.headers.get("content-type", "").lower()
+    multipart = content_type.startswith("multipart/form-data")
+    if not (multipart or content_type.startswith("image/") or content_type.startswith("application/octet-stream")):
+        raise UploadError(415, f"content type {content_type or 'none'!r}: expected multipart/form-data with a "
+                               f"file field, or a raw image body (image/png, image/jpeg, ...)")
+    limit = max_bytes + (_MULTIPART_SLACK if multipart else 0)
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise UploadError(413, f"the upload is {int(length) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:g} MB")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise UploadError(413, f"the upload is over the limit of {max_bytes / 2**20:g} MB")
+    data, name = _file_part(bytes(body), content_type) if multipart else (bytes(body), "the uploaded image")
+    if len(data) > max_bytes:
+        raise UploadError(413, f"{name} is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:g} MB")
+    if not data:
+        raise UploadError(400, f"{name} is empty; expected the bytes of an image file")
+    return data, name
+
+
+def _file_part(body: bytes, content_type: str) -> tuple[bytes, str]:
+    """The first file field of a multipart/form-data body, parsed in memory by python-multipart."""
+    from python_multipart import FormParser
+    from python_multipart.exceptions import FormParserError
+    from python_multipart.multipart import parse_options_header
+
+    mime, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise UploadError(400, "multipart/form-data without a boundary parameter")
+    files: list = []
+    # every part stays in memory: the limit on memory-held files is above the whole body
+    parser = FormParser(mime.decode(), on_field=lambda field: None, on_file=files.append, boundary=boundary,
+                        config={"MAX_MEMORY_FILE_SIZE": len(body) + 1, "UPLOAD_KEEP_FILENAME": False})
+    try:
+        parser.write(body)
+        parser.finalize()
+    except (FormParserError, ValueError) as exc:
+        raise UploadError(400, f"the multipart body cannot be parsed ({exc})") from None
+    upload: Optional[object] = files[0] if files else None
+    if upload is None:
+        raise UploadError(400, "the multipart form has no file field; send the image as a file (e.g. field 'file')")
+    stream = upload.file_object
+    stream.seek(0)
+    name = (upload.file_name or b"the uploaded image").decode("utf-8", "replace")
+    return stream.read(), name

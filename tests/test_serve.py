@@ -1,0 +1,308 @@
+"""`hyperseg serve`: every format equals Predictor's output, bad input is a JSON 4xx, limits and the
+bounded queue hold, nothing touches the disk, one log line per request, SIGTERM exits 0."""
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import hyperseg
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
+pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (the test extra)")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from hyperseg.engine.predict import Predictor  # noqa: E402
+from hyperseg.serve import create_app  # noqa: E402
+
+SAMPLE = Path(hyperseg.__file__).resolve().parent / "assets" / "camvid_sample_1.png"
+
+
+def _wait_ready(client, seconds=120):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if client.get("/healthz").status_code == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the model did not load")
+
+
+@pytest.fixture(scope="module")
+def client():
+    # as a real client sees it: a server error is a response, not an exception raised in the test
+    with TestClient(create_app("camvid", runtime="torch"), raise_server_exceptions=False) as c:
+        _wait_ready(c)
+        yield c
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The oracle: Predictor on the same model, runtime and image."""
+    predictor = Predictor("camvid", runtime="torch")
+    image = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    return predictor, image, predictor(image)
+
+
+def _png_bytes(array, mode=None):
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_label_png_multipart_equals_predictor(client, reference):
+    _, _, labels = reference
+    r = client.post("/v1/segment", files={"file": ("street.png", SAMPLE.read_bytes(), "image/png")})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    png = Image.open(io.BytesIO(r.content))
+    assert png.mode == "P" and np.array_equal(np.asarray(png), labels)
+    assert float(r.headers["x-latency-ms"]) > 0 and r.headers["x-image-size"] == "480x360"
+
+
+def test_json_summary_from_a_raw_jpeg_body(client, reference):
+    predictor, image, _ = reference
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+    r = client.post("/v1/segment?format=json", content=buffer.getvalue(), headers={"content-type": "image/jpeg"})
+    assert r.status_code == 200
+    body = r.json()
+    jpeg_labels = predictor(np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")))
+    counts = np.bincount(jpeg_labels.ravel(), minlength=11) / jpeg_labels.size
+    assert (body["width"], body["height"]) == (480, 360) and body["latency_ms"] > 0
+    assert [c["name"] for c in body["classes"]] == predictor.class_names
+    assert [c["pixel_share"] for c in body["classes"]] == pytest.approx(counts.tolist(), abs=1e-12)
+    assert body["classes"][3]["color"] == [128, 64, 128] and body["runtime"] == "torch"
+
+
+def test_overlay_equals_predictor_overlay(client, reference):
+    predictor, image, labels = reference
+    r = client.post("/v1/segment?format=overlay&alpha=0.3", files={"file": ("a.png", SAMPLE.read_bytes())})
+    assert r.status_code == 200
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), predictor.overlay(image, labels, 0.3))
+
+
+def test_model_health_samples_and_schema(client):
+    info = client.get("/v1/model").json()
+    assert info["name"] == "camvid" and info["classes"][0] == "sky" and len(info["palette"]) == 11
+    assert info["input_size"] == [360, 480] and info["runtime"] == "torch" and info["precision"] == "fp32"
+    assert info["val_miou"] == round(hyperseg.get_weights("camvid").metrics["val_miou"] * 100, 2)
+    assert client.get("/healthz").json() == {"status": "ok", "model_loaded": True}
+    assert client.get("/v1/samples").json() == ["camvid_sample_1.png", "camvid_sample_2.png", "camvid_sample_3.png"]
+    assert client.get("/v1/samples/camvid_sample_2.png").content[:4] == b"\x89PNG"
+    assert client.get("/v1/samples/../../cli.py").status_code == 404
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/v1/segment"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "image/png", "image/jpeg"} <= set(body)
+    page = client.get("/")
+    assert page.status_code == 200 and "drop-zone" in page.text and "http" not in page.text.replace("http-equiv", "")
+
+
+def _truncated_png():
+    data = _png_bytes(np.full((64, 64, 3), 7, np.uint8))
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("content, content_type, status, words", [
+    (b"GIF89a? no, just text", "image/png", 400, "cannot read the image"),
+    (None, "image/png", 400, "cannot read the image"),  # truncated
+    (b"", "image/png", 400, "is empty"),
+    (b"name,value\n", "text/csv", 415, "content type 'text/csv'"),
+    ("float", "image/tiff", 415, "floating-point images are not supported"),
+])
+def test_bad_input_is_a_json_4xx_naming_the_problem(client, content, content_type, status, words):
+    if content is None:
+        content = _truncated_png()
+    elif content == "float":
+        buffer = io.BytesIO()
+        Image.fromarray(np.zeros((8, 8), np.float32), "F").save(buffer, format="TIFF")
+        content = buffer.getvalue()
+    r = client.post("/v1/segment", content=content, headers={"content-type": content_type})
+    assert r.status_code == status
+    body = r.json()
+    assert words in body["error"] and body["status"] == status and "Traceback" not in r.text
+
+
+def test_multipart_without_a_file_field(client):
+    r = client.post("/v1/segment", data={"note": "no file"}, files={})
+    assert r.status_code in (400, 415)
+    r = client.post("/v1/segment", content=b"--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--x--\r\n",
+                    headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 400 and "no file field" in r.json()["error"]
+
+
+def test_size_limits_refuse_before_decoding(tmp_path):
+    with TestClient(create_app("camvid", runtime="torch", max_upload_mb=0.05, max_megapixels=0.1)) as c:
+        _wait_ready(c)
+        noise = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)  # ~120 kB as PNG
+        r = c.post("/v1/segment", content=_png_bytes(noise), headers={"content-type": "image/png"})
+        assert r.status_code == 413 and "limit" in r.json()["error"]
+        big = _png_bytes(np.zeros((400, 400, 3), np.uint8))  # small file, 0.16 megapixels
+        r = c.post("/v1/segment", files={"file": ("big.png", big, "image/png")})
+        assert r.status_code == 413 and "big.png: 400x400 is 0.16 megapixels; the limit is 0.1" in r.json()["error"]
+    # a decompression bomb: a tiny PNG whose header claims 100000 x 100000 pixels
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    with TestClient(create_app("camvid", runtime="torch")) as c:
+        _wait_ready(c)
+        r = c.post("/v1/segment", content=bomb, headers={"content-type": "image/png"})
+        assert r.status_code == 413 and "decompression bomb" in r.json()["error"]
+
+
+def test_nothing_is_written_to_disk(client, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the server tried to create a temporary file")
+
+    for name in ("TemporaryFile", "NamedTemporaryFile", "SpooledTemporaryFile", "mkstemp"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    payload = np.random.default_rng(1).integers(0, 255, (900, 1200, 3), dtype=np.uint8)  # a ~3 MB PNG
+    r = client.post("/v1/segment?format=json", files={"file": ("noise.png", _png_bytes(payload), "image/png")})
+    assert r.status_code == 200 and r.json()["width"] == 1200
+
+
+def test_a_crash_is_a_500_without_the_traceback(client, monkeypatch, caplog):
+    def broken(self, image):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(Predictor, "__call__", broken)
+    with caplog.at_level(logging.ERROR, logger="hyperseg.serve"):
+        r = client.post("/v1/segment", content=SAMPLE.read_bytes(), headers={"content-type": "image/png"})
+    assert r.status_code == 500 and r.json()["error"].startswith("internal server error")
+    assert "secret" not in r.text and "Traceback" not in r.text
+    assert any("secret internal detail" in str(rec.exc_info[1]) for rec in caplog.records if rec.exc_info)
+
+
+def test_one_log_line_per_request(client, caplog):
+    with caplog.at_level(logging.INFO, logger="hyperseg.serve"):
+        client.get("/healthz")
+        client.post("/v1/segment", content=b"x", headers={"content-type": "image/png"})
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "hyperseg.serve"]
+    assert len(lines) == 2
+    assert lines[0].startswith("GET /healthz 200 ") and lines[0].endswith(" ms")
+    assert lines[1].startswith("POST /v1/segment 400 ")
+
+
+def test_a_full_queue_answers_503_with_retry_after(monkeypatch):
+    started, release = threading.Event(), threading.Event()
+    real = Predictor.__call__
+
+    def slow(self, image):
+        started.set()
+        assert release.wait(60)
+        return real(self, image)
+
+    with TestClient(create_app("camvid", runtime="torch", workers=1, max_queue=1)) as c:
+        _wait_ready(c)
+        monkeypatch.setattr(Predictor, "__call__", slow)
+        answers = []
+
+        def post():
+            answers.append(c.post("/v1/segment", content=SAMPLE.read_bytes(), headers={"content-type": "image/png"}))
+
+        running, queued = threading.Thread(target=post), threading.Thread(target=post)
+        running.start()
+        assert started.wait(30)
+        queued.start()  # waits for the worker: the queue holds one
+        deadline = time.time() + 30
+        while c.app.state.pool.in_flight < 2 and time.time() < deadline:
+            time.sleep(0.01)
+        refused = c.post("/v1/segment", content=SAMPLE.read_bytes(), headers={"content-type": "image/png"})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert "busy" in refused.json()["error"]
+        release.set()
+        running.join(60)
+        queued.join(60)
+        assert [a.status_code for a in answers] == [200, 200]
+
+
+def test_health_reports_a_model_that_failed_to_load():
+    with TestClient(create_app("no-such-weights.pt")) as c:
+        deadline = time.time() + 30
+        while c.get("/healthz").json()["status"] == "loading" and time.time() < deadline:
+            time.sleep(0.05)
+        r = c.get("/healthz")
+        assert r.status_code == 503 and r.json()["status"] == "error" and "no-such-weights.pt" in r.json()["error"]
+        r = c.post("/v1/segment", content=SAMPLE.read_bytes(), headers={"content-type": "image/png"})
+        assert r.status_code == 503
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(*args):
+    port = _free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "hyperseg", "serve", "--port", str(port), "--runtime", "torch",
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return proc, port
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stdout.read())
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the server did not start")
+
+
+def test_sigterm_lets_the_request_in_flight_finish_then_exits_0():
+    proc, port = _start_server()
+    try:
+        body = SAMPLE.read_bytes()
+        head = (f"POST /v1/segment?format=json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+            conn.sendall(head + body[:1000])  # the request is in flight: half its body has arrived
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            conn.sendall(body[1000:])
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        status, _, payload = answer.partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 200") and json.loads(payload)["width"] == 480
+        assert proc.wait(60) == 0
+        log = proc.stdout.read()
+        assert "POST /v1/segment 200" in log and "Traceback" not in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_cli_refuses_a_busy_port_and_bad_numbers_and_knows_loopback(capsys):
+    from hyperseg.cli import main as cli_main
+    from hyperseg.serve import is_loopback
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli_main(["serve", "--port", str(port)]) == 2
+    assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert cli_main(["serve", "--workers", "0"]) == 2
+    assert "--workers 0" in capsys.readouterr().err
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
