@@ -133,6 +133,15 @@ def test_bad_input_is_a_json_4xx_naming_the_problem(client, content, content_typ
     assert words in body["error"] and body["status"] == status and "Traceback" not in r.text
 
 
+def test_multipart_boundary_keeps_its_case(client, reference):
+    # browsers send boundaries like ----WebKitFormBoundaryAbC: the parameter is case-sensitive
+    body = (b"------WebKitFormBoundaryAbC\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + SAMPLE.read_bytes() + b"\r\n------WebKitFormBoundaryAbC--\r\n")
+    r = client.post("/v1/segment", content=body,
+                    headers={"content-type": "multipart/form-data; boundary=----WebKitFormBoundaryAbC"})
+    assert r.status_code == 200 and np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), reference[2])
+
+
 def test_multipart_without_a_file_field(client):
     r = client.post("/v1/segment", data={"note": "no file"}, files={})
     assert r.status_code in (400, 415)
@@ -306,3 +315,83 @@ def test_cli_refuses_a_busy_port_and_bad_numbers_and_knows_loopback(capsys):
     assert "--workers 0" in capsys.readouterr().err
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+# -- the web page, in a real headless Chromium -------------------------------------------------------
+
+ARTIFACTS = Path(os.environ.get("HYPERSEG_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+
+
+def _system_chromium():
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("no Chromium found: install Debian's browser (apt-get install chromium) to run the web-page test")
+
+
+def test_web_page_segments_an_uploaded_image_in_chromium(request):
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+    browser_path = _system_chromium()
+    camvid = Path(os.environ.get("HYPERSEG_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data/camvid"
+    upload = min((camvid / "val").glob("*.png")) if (camvid / "val").is_dir() else SAMPLE  # a CamVid val image
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the server runs with one thread: the same summation order, the same labels
+    try:
+        predictor = Predictor("camvid", runtime="torch")
+        expected = predictor(np.asarray(Image.open(upload).convert("RGB")))
+    finally:
+        torch.set_num_threads(threads)
+
+    proc, port = _start_server()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with playwright_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            offline = []  # the page must not reach past the server (no CDN)
+            page.on("request", lambda r: offline.append(r.url) if f"127.0.0.1:{port}" not in r.url
+                    and not r.url.startswith(("blob:", "data:")) else None)
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('model-info').textContent.startsWith('camvid')")
+            page.set_input_files("#file-input", str(upload))
+            page.wait_for_selector("body[data-state=done]", timeout=120_000)
+
+            data_url = page.evaluate("document.getElementById('overlay').toDataURL('image/png')")
+            import base64
+
+            drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).convert("RGB"))
+            assert np.array_equal(drawn, predictor.palette[expected])  # every pixel: the class Predictor gives
+
+            rows = page.locator("#legend tbody tr")
+            assert rows.count() == 11
+            assert [rows.nth(i).locator("td").first.inner_text().strip() for i in range(11)] == predictor.class_names
+            shares = np.bincount(expected.ravel(), minlength=11) / expected.size
+            road = rows.nth(3).locator("td").nth(1).inner_text()
+            assert road == f"{shares[3] * 100:.1f} %"
+            assert "model " in page.inner_text("#latency") and " ms" in page.inner_text("#latency")
+
+            page.locator("#opacity").fill("0.2")
+            assert page.evaluate("getComputedStyle(document.getElementById('overlay')).opacity") == "0.2"
+            page.locator("#opacity").fill("0.6")
+            page.screenshot(path=str(ARTIFACTS / "serve_page.png"), full_page=True)
+
+            page.set_viewport_size({"width": 390, "height": 844})  # a phone
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            page.screenshot(path=str(ARTIFACTS / "serve_page_phone.png"), full_page=True)
+
+            page.locator("#samples button").first.click()  # a bundled sample works the same way
+            page.wait_for_selector("body[data-state=done]")
+            bad = ARTIFACTS / "not_an_image.png"
+            bad.write_bytes(b"plain text, not an image")
+            page.set_input_files("#file-input", str(bad))
+            page.wait_for_selector("body[data-state=error]")
+            assert "cannot read the image" in page.inner_text("#status")
+            browser.close()
+        assert offline == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0

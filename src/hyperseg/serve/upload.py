@@ -23,9 +23,10 @@ async def read_upload(request, max_bytes: int) -> tuple[bytes, str]:
     The body is read into memory and never written to disk; reading stops as soon as it passes
     ``max_bytes`` (answer 413), and a ``Content-Length`` over the limit is refused before reading.
     """
-    content_type = request.headers.get("content-type", "").lower()
-    multipart = content_type.startswith("multipart/form-data")
-    if not (multipart or content_type.startswith("image/") or content_type.startswith("application/octet-stream")):
+    content_type = request.headers.get("content-type", "")
+    kind = content_type.lower()  # the boundary parameter is case-sensitive: only the type is compared lowercased
+    multipart = kind.startswith("multipart/form-data")
+    if not (multipart or kind.startswith("image/") or kind.startswith("application/octet-stream")):
         raise UploadError(415, f"content type {content_type or 'none'!r}: expected multipart/form-data with a "
                                f"file field, or a raw image body (image/png, image/jpeg, ...)")
     limit = max_bytes + (_MULTIPART_SLACK if multipart else 0)
