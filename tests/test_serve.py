@@ -240,6 +240,26 @@ def test_a_full_queue_answers_503_with_retry_after(monkeypatch):
         assert [a.status_code for a in answers] == [200, 200]
 
 
+@pytest.mark.parametrize("kind", ["checkpoint", "onnx"])
+def test_serves_a_checkpoint_and_an_onnx_file(kind, tmp_path):
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4])
+    source = hyperseg.save_model(model, tmp_path / "tiny.pt")
+    if kind == "onnx":
+        pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+        from hyperseg.runtime import export_onnx
+
+        source = export_onnx(hyperseg.load_model(source), tmp_path / "tiny.onnx", size=(128, 160))
+    image = np.random.default_rng(2).integers(0, 255, (128, 160, 3), dtype=np.uint8)
+    runtime = "onnxruntime" if kind == "onnx" else "torch"
+    expected = Predictor(str(source), runtime=runtime)(image)
+    with TestClient(create_app(str(source), runtime=runtime)) as c:
+        _wait_ready(c)
+        assert c.get("/v1/model").json()["classes"] == ["0", "1", "2"]
+        r = c.post("/v1/segment", content=_png_bytes(image), headers={"content-type": "image/png"})
+        assert r.status_code == 200 and np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), expected)
+
+
 def test_health_reports_a_model_that_failed_to_load():
     with TestClient(create_app("no-such-weights.pt")) as c:
         deadline = time.time() + 30
