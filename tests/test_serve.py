@@ -268,7 +268,7 @@ def test_health_reports_a_model_that_failed_to_load():
         r = c.get("/healthz")
         assert r.status_code == 503 and r.json()["status"] == "error" and "no-such-weights.pt" in r.json()["error"]
         r = c.post("/v1/segment", content=SAMPLE.read_bytes(), headers={"content-type": "image/png"})
-        assert r.status_code == 503
+        assert r.status_code == 503 and r.json()["error"].startswith("the model is not loaded: ")
 
 
 def _free_port():

@@ -160,8 +160,10 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
             body, media, summary = await pool.run(_segment, data, name, format, alpha, max_pixels)
         except UploadError as exc:
             return _error(exc.status, str(exc))
-        except (PoolBusy, PoolNotReady) as exc:
+        except PoolBusy as exc:
             return _error(503, f"the server is busy: {exc}; retry shortly", {"Retry-After": RETRY_AFTER_S})
+        except PoolNotReady as exc:
+            return _error(503, f"the model is not loaded: {exc}", {"Retry-After": RETRY_AFTER_S})
         except ImageTooLargeError as exc:
             return _error(413, str(exc))
         except UnsupportedImageError as exc:
