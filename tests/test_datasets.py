@@ -487,3 +487,26 @@ def test_real_camvid(camvid_root):
     image, label = check_sample(train, 0, size=(360, 480))
     values = set(torch.unique(label).tolist())
     assert values <= set(range(11)) | {255}
+
+
+def test_folder_example_script_maps_camvid_to_three_classes(tiny_camvid, tmp_path):
+    """scripts/make_folder_example.py (the README's own-data walk-through): road and car keep their
+    pixels, everything else is background, void is ignored; the result loads as a `folder` dataset."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_folder_example.py"
+    out = tmp_path / "mydata"
+    done = subprocess.run([sys.executable, str(script), str(tiny_camvid), str(out), "--train", "4", "--val", "2"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    dataset = build_dataset("folder", out, "train")
+    assert list(dataset.classes) == ["background", "road", "car"] and len(dataset) == 4
+    for index, stem in enumerate(sorted(p.stem for p in (tiny_camvid / "train").glob("*.png"))[:4]):
+        camvid = np.asarray(Image.open(tiny_camvid / "trainannot" / f"{stem}.png")).astype(np.int64)
+        expected = np.where(camvid == 3, 1, np.where(camvid == 8, 2, 0))
+        expected[camvid == 11] = 255
+        _, label = dataset[index]
+        assert np.array_equal(np.asarray(label), expected), stem
+    again = subprocess.run([sys.executable, str(script), str(tiny_camvid), str(out)], capture_output=True, text=True)
+    assert again.returncode != 0 and "exists" in again.stderr  # never writes into an existing folder
