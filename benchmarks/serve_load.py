@@ -115,7 +115,7 @@ def main() -> None:
     proc = start_server(args, port, log_path)
     url = f"http://127.0.0.1:{port}/v1/segment"
     try:
-        phase(url, image, 1, 5)  # warm-up: first calls compile and allocate
+        phase(url, image, args.clients, 3)  # warm-up, concurrent so that every worker compiles and allocates
         rss_before = rss_mb(proc.pid)
         single = phase(url, image, 1, args.requests)
         concurrent = phase(url, image, args.clients, args.requests)

@@ -107,7 +107,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if result["rank"] != 0:  # under torchrun the summary is rank 0's to print
         return
     val = result["val"] or {}
-    print(json.dumps({"step": result["step"], "best_miou": result["best_miou"], "last_miou": val.get("miou"),
+    best_miou = result["best_miou"] if result["best_miou"] >= 0 else None  # a run without validation has none
+    print(json.dumps({"step": result["step"], "best_miou": best_miou, "last_miou": val.get("miou"),
                       "best": result["best"], "last": result["last"]}))
 
 
@@ -174,7 +175,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     model = load_runtime(args.model, **_runtime_options(args))
     print(f"model: {model.describe()}", file=sys.stderr)
     dataset = build_dataset(args.dataset, args.data, args.split, classes_file=args.classes_file)
-    metrics = evaluate(model, dataset, batch_size=args.batch_size, workers=args.workers, progress=True,
+    metrics = evaluate(model, dataset, batch_size=args.batch_size, workers=args.workers, progress=sys.stderr.isatty(),
                        **_tta_options(args))
     matrix = metrics.pop("confusion_matrix")
     width = max(len(n) for n in metrics["per_class_iou"])
@@ -215,7 +216,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(f"model: {predictor.runtime.describe()}", file=sys.stderr)
     failures: list = []
     written = predictor.predict_files(files, args.out, alpha=args.alpha, video_labels=args.video_labels,
-                                      legend=args.legend, failures=failures)
+                                      legend=args.legend, failures=failures, progress=sys.stderr.isatty())
     for path in written:
         print(path)
     if len(files) == 1 and failures:

@@ -184,8 +184,10 @@ register_weights(_camvid(
 ))
 register_weights(_camvid(
     "camvid",
-    sha256="e69f860b26588152da3a333caa51ee0097f27330655846064f1af5b2d187d6fc",
-    metrics={"val_miou": 0.7303794445541402, "val_in_training": False},
-    recipe={"command": "hyperseg train --config configs/camvid_cpu.yaml optim.max_iters=2000 train.val_interval=200",
-            "train_split": "train", "iterations": 2000, "train_hours": 1.193, "checkpoint": "best on val"},
+    sha256="f42316c2d0637ae4e9e6e95a9bfac6239aa8a4b2409199ea5b20ab385cfe5d14",
+    # trained on val too: this is the fit of data it saw; camvid_train's 76.56 estimates its accuracy
+    metrics={"val_miou": 0.8737804569445675, "val_in_training": True},
+    recipe={"command": "hyperseg train --config configs/camvid_cpu.yaml data.train_split=train+val "
+                       "data.val_split=null train.val_interval=0",
+            "train_split": "train+val", "iterations": 4000, "train_hours": 1.534, "checkpoint": "last"},
 ))

@@ -438,8 +438,9 @@ class Trainer:
             tqdm.write(f"nothing to do: the run already reached optim.max_iters={max_iters}")
         if proc.distributed:
             dist.barrier()
+        best = str(self.best_path) if self.best_path.is_file() else None  # none without validation
         return {"step": state.step, "best_miou": state.best_miou, "last": str(self.last_path),
-                "best": str(self.best_path), "val": metrics, "rank": proc.rank}
+                "best": best, "val": metrics, "rank": proc.rank}
 
 
 def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
