@@ -300,6 +300,9 @@ def _tta_options(args: argparse.Namespace) -> dict:
 
 
 def _add_runtime_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default="auto", help="auto (fastest installed) | torch | onnxruntime | openvino | eager")
+    p.add_argument("--precision", default=None, help="fp32 | bf16 | int8 (default: fp32, or what an .onnx file holds)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--calibration", default=None, help="image folder to calibrate int8 conversion on")
     p.add_argument("--mean", default=None, help="input mean r,g,b in [0, 1] (.onnx files without metadata)")
     p.add_argument("--std", default=None, help="input std r,g,b (.onnx files without metadata)")
@@ -436,9 +439,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; anything but loopback is reachable from other machines")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
-    p.add_argument("--runtime", default="auto", help="auto (fastest installed) | torch | onnxruntime | openvino | eager")
-    p.add_argument("--precision", default=None, help="fp32 | bf16 | int8 (default: fp32, or what an .onnx file holds)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--workers", type=int, default=1,
                    help="inference workers, each with its own copy of the model, sharing the CPU cores")
     p.add_argument("--max-queue", type=int, default=16,
