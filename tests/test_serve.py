@@ -333,6 +333,10 @@ def test_cli_refuses_a_busy_port_and_bad_numbers_and_knows_loopback(capsys):
     assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     assert cli_main(["serve", "--workers", "0"]) == 2
     assert "--workers 0" in capsys.readouterr().err
+    # off loopback it warns before it loads anything (here the model is missing, so it stops there)
+    assert cli_main(["serve", "--host", "0.0.0.0", "--port", str(_free_port()), "-m", "missing.pt"]) == 2
+    err = capsys.readouterr().err
+    assert "warning: listening on 0.0.0.0" in err and "missing.pt" in err
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
 
