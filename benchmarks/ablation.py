@@ -1,0 +1,74 @@
+"""The README's ablation table (the paper's Table 4 on our budget) from finished training runs.
+
+    python benchmarks/ablation.py \
+        "HyperSeg=runs/camvid_cpu" "w/o DPWConv=runs/ablation_static_4000" \
+        "w/o positional encoding=runs/ablation_nope_4000" "SMP FPN=runs/ablation_smp_fpn"
+
+For each run folder: the last validation mIoU its trainer logged (metrics.jsonl), the last
+checkpoint's parameters and GMACs at 480x360 (hyperseg.profile), and its latency from a uint8
+image to the label map in each runtime given, all models timed side by side in one process in
+interleaved rounds whose order alternates. Run it on an idle machine. Prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from hyperseg.engine.predict import Predictor
+from hyperseg.profile import profile
+from hyperseg.runtime import resolve_model
+
+SAMPLE = Path(__file__).resolve().parents[1] / "src" / "hyperseg" / "assets" / "camvid_sample_1.png"
+
+
+def last_val_miou(run: Path) -> float:
+    vals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
+    if not vals:
+        raise SystemExit(f"{run}: no validation logged in metrics.jsonl")
+    return vals[-1]["miou"] * 100
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rows", nargs="+", help="LABEL=RUN_FOLDER (uses RUN_FOLDER/last.pt and metrics.jsonl)")
+    parser.add_argument("--runtimes", default="torch,openvino", help="comma-separated (default: torch,openvino)")
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved timed rounds (default: 30)")
+    parser.add_argument("--size", default="360x480", help="HxW for GMACs and timing (default: 360x480)")
+    args = parser.parse_args()
+    h, w = (int(v) for v in args.size.split("x"))
+    image = np.asarray(Image.open(SAMPLE).convert("RGB").resize((w, h)))
+    rows = [row.split("=", 1) for row in args.rows]
+    table, predictors = {}, {}
+    for label, run in rows:
+        run = Path(run)
+        model = resolve_model(run / "last.pt")
+        table[label] = {"miou": last_val_miou(run), **profile(model, (h, w))}
+        for name in args.runtimes.split(","):
+            predictors[(label, name)] = Predictor(model, runtime=name)
+    for predictor in predictors.values():  # warm-up: compilation and first allocations
+        for _ in range(5):
+            predictor(image)
+    times = {key: [] for key in predictors}
+    keys = list(predictors)
+    for r in range(args.rounds):
+        for key in keys if r % 2 == 0 else keys[::-1]:
+            start = time.perf_counter()
+            predictors[key](image)
+            times[key].append((time.perf_counter() - start) * 1000)
+    names = args.runtimes.split(",")
+    print(f"| model | params | GMACs ({w}x{h}) | " + " | ".join(f"{n} fp32 ms" for n in names) + " | val mIoU |")
+    print("|---|---|---|" + "---|" * len(names) + "---|")
+    for label, _ in rows:
+        row = table[label]
+        latency = " | ".join(f"{statistics.median(times[(label, n)]):.1f}" for n in names)
+        print(f"| {label} | {row['params'] / 1e6:.2f} M | {row['gmacs']:.2f} | {latency} | {row['miou']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
