@@ -419,3 +419,11 @@ def test_web_page_segments_an_uploaded_image_in_chromium(request):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+
+
+def test_missing_serve_extra_names_the_install_line(monkeypatch, capsys):
+    from hyperseg.cli import main as cli_main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    assert cli_main(["serve", "--port", str(_free_port())]) == 2
+    assert "pip install 'hyperseg[serve]'" in capsys.readouterr().err
