@@ -74,7 +74,10 @@ function showLegend(shares) {
 }
 
 async function segment(file) {
-  if (!model) return;
+  if (!model) {
+    setStatus("the model is still loading; try again in a moment", true);
+    return;
+  }
   document.body.dataset.state = "busy";
   setStatus(`segmenting ${file.name}…`);
   const form = new FormData();
