@@ -34,6 +34,7 @@ from .backbone import Backbone, load_backbone_weights
 from .config import HyperSegConfig
 from .context_head import CONTEXT_HEADS
 from .decoder.decoder import Decoder
+from .padding import run_padded
 from .smp_baseline import create_smp_model, is_smp_name
 from .registry import get_model_builder, model_cfg, register_model
 from .weight_mapper import StaticWeights, WeightMapper
@@ -173,12 +174,7 @@ class HyperSeg(nn.Module):
             dtype = self.weight_dtype
             if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
                 x = x.to(dtype)  # a float64 or float16 batch for a float32 model (autocast casts by itself)
-        h, w = x.shape[-2:]
-        mh, mw = self.size_multiple
-        pad_h, pad_w = -h % mh, -w % mw
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        return self.forward_padded(x)[..., :h, :w]
+        return run_padded(self.forward_padded, x, self.size_multiple)
 
 
 def create_model(

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..classes import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import HypersegError, require
 from .backbone import load_encoder_weights
 from .config import PlainConfig
+from .padding import run_padded
 
 __all__ = ["SMP_PREFIX", "SMPConfig", "SMPModel", "create_smp_model", "is_smp_name"]
 
@@ -76,12 +76,7 @@ class SMPModel(nn.Module):
         return self.config.num_classes
 
     def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        mh, mw = self.size_multiple
-        pad_h, pad_w = -h % mh, -w % mw
-        if pad_h or pad_w:  # the same replicate padding HyperSeg uses, cropped away after
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        return self.net(x)[..., :h, :w]
+        return run_padded(self.net, x, self.size_multiple)  # the same padding as HyperSeg
 
 
 def _encoder_normalisation(encoder_name: str) -> tuple[list[float], list[float]]:
