@@ -56,13 +56,11 @@ def _segment(predictor: Predictor, data: bytes, name: str, fmt: OutputFormat, al
     labels = predictor(image)
     latency_ms = (time.perf_counter() - start) * 1000
     h, w = labels.shape
-    counts = np.bincount(labels.ravel(), minlength=len(predictor.class_names))
-    summary = {
-        "width": w, "height": h, "latency_ms": round(latency_ms, 2),
-        "classes": [{"id": i, "name": n, "color": predictor.palette[i].tolist(), "pixel_share": counts[i] / labels.size}
-                    for i, n in enumerate(predictor.class_names)],
-    }
-    if fmt is OutputFormat.json:
+    summary = {"width": w, "height": h, "latency_ms": round(latency_ms, 2)}
+    if fmt is OutputFormat.json:  # the pixel shares only where they are returned
+        counts = np.bincount(labels.ravel(), minlength=len(predictor.class_names))
+        summary["classes"] = [{"id": i, "name": n, "color": predictor.palette[i].tolist(),
+                               "pixel_share": counts[i] / labels.size} for i, n in enumerate(predictor.class_names)]
         return b"", "application/json", summary
     if fmt is OutputFormat.png:
         return _png(predictor.label_image(labels)), "image/png", summary

@@ -1,8 +1,6 @@
 """Reading an uploaded image from a request, in memory, within a size limit."""
 from __future__ import annotations
 
-from typing import Optional
-
 __all__ = ["UploadError", "read_upload"]
 
 # Multipart framing (boundaries, part headers) around the file; allowed on top of the file limit.
@@ -65,9 +63,9 @@ def _file_part(body: bytes, content_type: str) -> tuple[bytes, str]:
         parser.finalize()
     except (FormParserError, ValueError) as exc:
         raise UploadError(400, f"the multipart body cannot be parsed ({exc})") from None
-    upload: Optional[object] = files[0] if files else None
-    if upload is None:
+    if not files:
         raise UploadError(400, "the multipart form has no file field; send the image as a file (e.g. field 'file')")
+    upload = files[0]
     stream = upload.file_object
     stream.seek(0)
     name = (upload.file_name or b"the uploaded image").decode("utf-8", "replace")
