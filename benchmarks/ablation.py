@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
 
 from hyperseg.engine.predict import Predictor
@@ -27,11 +28,15 @@ from hyperseg.runtime import resolve_model
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "hyperseg" / "assets" / "camvid_sample_1.png"
 
 
-def last_val_miou(run: Path) -> float:
+def last_validation(run: Path) -> dict:
+    """The last validation record the trainer logged: the schedule's end, the weights in last.pt."""
     vals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
     if not vals:
         raise SystemExit(f"{run}: no validation logged in metrics.jsonl")
-    return vals[-1]["miou"] * 100
+    max_iters = yaml.safe_load((run / "config.yaml").read_text())["optim"]["max_iters"]
+    if vals[-1]["step"] != max_iters:  # a row must be the whole budget, not a run still going
+        raise SystemExit(f"{run}: last validation at step {vals[-1]['step']}, the schedule ends at {max_iters}")
+    return vals[-1]
 
 
 def main() -> None:
@@ -39,6 +44,8 @@ def main() -> None:
     parser.add_argument("rows", nargs="+", help="LABEL=RUN_FOLDER (uses RUN_FOLDER/last.pt and metrics.jsonl)")
     parser.add_argument("--runtimes", default="torch,openvino", help="comma-separated (default: torch,openvino)")
     parser.add_argument("--rounds", type=int, default=30, help="interleaved timed rounds (default: 30)")
+    parser.add_argument("--classes", default="pole,sign/symbol,pedestrian",
+                        help="per-class IoU columns, comma-separated; empty for none (default: the thin classes)")
     parser.add_argument("--size", default="360x480", help="HxW for GMACs and timing (default: 360x480)")
     args = parser.parse_args()
     h, w = (int(v) for v in args.size.split("x"))
@@ -48,7 +55,7 @@ def main() -> None:
     for label, run in rows:
         run = Path(run)
         model = resolve_model(run / "last.pt")
-        table[label] = {"miou": last_val_miou(run), **profile(model, (h, w))}
+        table[label] = {"val": last_validation(run), **profile(model, (h, w))}
         for name in args.runtimes.split(","):
             predictors[(label, name)] = Predictor(model, runtime=name)
     for predictor in predictors.values():  # warm-up: compilation and first allocations
@@ -62,12 +69,16 @@ def main() -> None:
             predictors[key](image)
             times[key].append((time.perf_counter() - start) * 1000)
     names = args.runtimes.split(",")
-    print(f"| model | params | GMACs ({w}x{h}) | " + " | ".join(f"{n} fp32 ms" for n in names) + " | val mIoU |")
-    print("|---|---|---|" + "---|" * len(names) + "---|")
+    classes = [c for c in args.classes.split(",") if c]
+    print(f"| model | params | GMACs ({w}x{h}) | " + " | ".join(f"{n} fp32 ms" for n in names)
+          + " | val mIoU | " + "".join(f"{c} IoU | " for c in classes))
+    print("|---|---|---|" + "---|" * (len(names) + 1 + len(classes)))
     for label, _ in rows:
-        row = table[label]
+        row, val = table[label], table[label]["val"]
         latency = " | ".join(f"{statistics.median(times[(label, n)]):.1f}" for n in names)
-        print(f"| {label} | {row['params'] / 1e6:.2f} M | {row['gmacs']:.2f} | {latency} | {row['miou']:.2f} |")
+        per_class = "".join(f" {val['per_class_iou'][c] * 100:.2f} |" for c in classes)
+        print(f"| {label} | {row['params'] / 1e6:.2f} M | {row['gmacs']:.2f} | {latency} | {val['miou'] * 100:.2f} |"
+              + per_class)
 
 
 if __name__ == "__main__":
