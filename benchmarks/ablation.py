@@ -16,6 +16,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import yaml
@@ -28,15 +29,18 @@ from hyperseg.runtime import resolve_model
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "hyperseg" / "assets" / "camvid_sample_1.png"
 
 
-def last_validation(run: Path) -> dict:
-    """The last validation record the trainer logged: the schedule's end, the weights in last.pt."""
-    vals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
-    if not vals:
-        raise SystemExit(f"{run}: no validation logged in metrics.jsonl")
+def last_validation(run: Path, allow_running: bool) -> Optional[dict]:
+    """The validation the trainer logged at the schedule's end (the weights in last.pt); None for a
+    run still going when ``allow_running`` (its latency does not depend on how far it trained)."""
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+    vals = [json.loads(line) for line in lines if '"val"' in line]
     max_iters = yaml.safe_load((run / "config.yaml").read_text())["optim"]["max_iters"]
-    if vals[-1]["step"] != max_iters:  # a row must be the whole budget, not a run still going
-        raise SystemExit(f"{run}: last validation at step {vals[-1]['step']}, the schedule ends at {max_iters}")
-    return vals[-1]
+    if vals and vals[-1]["step"] == max_iters:
+        return vals[-1]
+    if allow_running:
+        return None
+    # a row must be the whole budget, not a run still going
+    raise SystemExit(f"{run}: no validation at step {max_iters}, where the schedule ends (--allow-running to time it)")
 
 
 def main() -> None:
@@ -46,6 +50,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30, help="interleaved timed rounds (default: 30)")
     parser.add_argument("--classes", default="pole,sign/symbol,pedestrian",
                         help="per-class IoU columns, comma-separated; empty for none (default: the thin classes)")
+    parser.add_argument("--allow-running", action="store_true",
+                        help="time runs that have not finished (their accuracy columns say 'running')")
     parser.add_argument("--size", default="360x480", help="HxW for GMACs and timing (default: 360x480)")
     args = parser.parse_args()
     h, w = (int(v) for v in args.size.split("x"))
@@ -55,7 +61,7 @@ def main() -> None:
     for label, run in rows:
         run = Path(run)
         model = resolve_model(run / "last.pt")
-        table[label] = {"val": last_validation(run), **profile(model, (h, w))}
+        table[label] = {"val": last_validation(run, args.allow_running), **profile(model, (h, w))}
         for name in args.runtimes.split(","):
             predictors[(label, name)] = Predictor(model, runtime=name)
     for predictor in predictors.values():  # warm-up: compilation and first allocations
@@ -76,9 +82,11 @@ def main() -> None:
     for label, _ in rows:
         row, val = table[label], table[label]["val"]
         latency = " | ".join(f"{statistics.median(times[(label, n)]):.1f}" for n in names)
-        per_class = "".join(f" {val['per_class_iou'][c] * 100:.2f} |" for c in classes)
-        print(f"| {label} | {row['params'] / 1e6:.2f} M | {row['gmacs']:.2f} | {latency} | {val['miou'] * 100:.2f} |"
-              + per_class)
+        if val is None:
+            accuracy = " running |" * (1 + len(classes))
+        else:
+            accuracy = "".join(f" {v * 100:.2f} |" for v in [val["miou"], *(val["per_class_iou"][c] for c in classes)])
+        print(f"| {label} | {row['params'] / 1e6:.2f} M | {row['gmacs']:.2f} | {latency} |" + accuracy)
 
 
 if __name__ == "__main__":
