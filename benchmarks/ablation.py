@@ -77,7 +77,7 @@ def main() -> None:
     names = args.runtimes.split(",")
     classes = [c for c in args.classes.split(",") if c]
     print(f"| model | params | GMACs ({w}x{h}) | " + " | ".join(f"{n} fp32 ms" for n in names)
-          + " | val mIoU | " + "".join(f"{c} IoU | " for c in classes))
+          + " | val mIoU |" + "".join(f" {c} IoU |" for c in classes))
     print("|---|---|---|" + "---|" * (len(names) + 1 + len(classes)))
     for label, _ in rows:
         row, val = table[label], table[label]["val"]
