@@ -4,7 +4,8 @@
         "HyperSeg=runs/camvid_cpu" "w/o DPWConv=runs/ablation_static_4000" \
         "w/o positional encoding=runs/ablation_nope_4000" "SMP FPN=runs/ablation_smp_fpn"
 
-For each run folder: the last validation mIoU its trainer logged (metrics.jsonl), the last
+For each run folder: the validation mIoU (and --classes IoU) its trainer logged at the schedule's
+end (a run not there yet is refused, or with --allow-running timed and marked 'running'), the last
 checkpoint's parameters and GMACs at 480x360 (hyperseg.profile), and its latency from a uint8
 image to the label map in each runtime given, all models timed side by side in one process in
 interleaved rounds whose order alternates. Run it on an idle machine. Prints a Markdown table.
@@ -19,9 +20,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import yaml
 from PIL import Image
 
+from hyperseg.engine.config import load_config
 from hyperseg.engine.predict import Predictor
 from hyperseg.profile import profile
 from hyperseg.runtime import resolve_model
@@ -34,7 +35,7 @@ def last_validation(run: Path, allow_running: bool) -> Optional[dict]:
     run still going when ``allow_running`` (its latency does not depend on how far it trained)."""
     lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
     vals = [json.loads(line) for line in lines if '"val"' in line]
-    max_iters = yaml.safe_load((run / "config.yaml").read_text())["optim"]["max_iters"]
+    max_iters = load_config(run / "config.yaml").optim.max_iters
     if vals and vals[-1]["step"] == max_iters:
         return vals[-1]
     if allow_running:
