@@ -196,3 +196,17 @@ def test_poly_schedule_follows_the_closed_form():
         state.optimizer.step()
         state.scheduler.step()
         assert state.optimizer.param_groups[0]["lr"] == pytest.approx(0.001 * (1 - t / 50) ** 0.9, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_autocast_warns_only_where_it_is_emulated(tiny_camvid, tmp_path, capsys, monkeypatch, native):
+    """train.amp=bf16 on a device without native bfloat16 says so (and names the fix) before training;
+    where the hardware has it, nothing is said. The capability is the one inference refuses bf16 on."""
+    import hyperseg.engine.trainer as trainer
+
+    monkeypatch.setattr(trainer, "bf16_supported", lambda device: native)
+    assert cli_main(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={tmp_path / 'run'}",
+                     "optim.max_iters=1", "data.val_split=null", "train.amp=bf16"]) == 0
+    err = capsys.readouterr().err
+    assert ("no native bfloat16" in err and "add train.amp=off" in err) is not native
+    assert (tmp_path / "run" / "last.pt").is_file()  # a warning, not a refusal: the run trained

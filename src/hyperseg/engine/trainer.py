@@ -28,7 +28,7 @@ from ..errors import DivergedError, HypersegError, NotFoundError, OutputExistsEr
 from ..model import create_model, list_models
 from ..model.smp_baseline import is_smp_name
 from ..runtime import resolve_model
-from ..runtime.torch_runtime import resolve_device
+from ..runtime.torch_runtime import bf16_supported, resolve_device
 from .config import RunConfig
 from .evaluate import evaluate
 from .interrupt import StopRequest, TrainingInterrupted, ignore_stop_signals
@@ -47,6 +47,16 @@ def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
             raise HypersegError("train.amp=fp16 needs a CUDA device; use bf16 on the CPU")
         return torch.float16
     raise HypersegError(f"train.amp must be off, bf16 or fp16, got {amp!r}")
+
+
+def emulated_bf16_warning(amp_dtype: Optional[torch.dtype], device: torch.device) -> Optional[str]:
+    """Why bf16 autocast would be slow here, or None: without native bfloat16 (AVX-512 BF16, AMX)
+    oneDNN emulates it, and a CPU step takes several times longer than in float32."""
+    if amp_dtype != torch.bfloat16 or bf16_supported(device):
+        return None
+    return (f"hyperseg train: warning: train.amp=bf16, but this {device.type} has no native bfloat16 "
+            f"(AVX-512 BF16 or AMX), so autocast emulates it and every step runs several times slower than "
+            f"in float32; add train.amp=off")
 
 
 def build_model_for(cfg: RunConfig, dataset) -> nn.Module:
@@ -279,6 +289,9 @@ class Trainer:
         self.criterion = build_loss(cfg.loss.name, class_weights=cfg.loss.class_weights, k=cfg.loss.k,
                                     threshold=cfg.loss.threshold).to(self.proc.device)
         if self.proc.main:
+            warning = emulated_bf16_warning(self.amp_dtype, self.proc.device)
+            if warning:
+                tqdm.write(warning, file=sys.stderr)
             _prepare_run_dir(self.out_dir, cfg, self.state.step if resume else None, changes)
         self.logger = _Logger(self.out_dir, cfg.train.tensorboard, self.proc.main)
         if resume:
