@@ -249,6 +249,31 @@ def test_bench_json_schema(tmp_path):
     assert skipped == {("eager", "int8"), ("torch", "int8"), ("onnxruntime", "int8")}  # no calibration folder given
 
 
+
+def test_bench_skips_openvino_bf16_on_a_cpu_without_it_before_converting(tmp_path, monkeypatch):
+    """Where OpenVINO has no native bf16 (AVX2-only CPUs), `bench --precision fp32,bf16` lists that
+    candidate as skipped and times the rest, and no model is converted for a runtime that cannot run it."""
+    pytest.importorskip("openvino", reason="the openvino extra is not installed: pip install '.[openvino]'")
+    import hyperseg.runtime.onnx_runtimes as onnx_runtimes
+
+    def no_native_bf16(core):
+        raise HypersegError("precision bf16 needs a CPU with native bfloat16 (AVX-512 bf16 or AMX); use fp32")
+
+    monkeypatch.setattr(onnx_runtimes, "require_openvino_bf16", no_native_bf16)
+    def conversion(*args, **kwargs):  # stands for a conversion that fails on first use
+        raise HypersegError("conversion attempted")
+
+    monkeypatch.setattr(onnx_runtimes, "cached_onnx", conversion)
+    out = tmp_path / "bench.json"
+    assert cli_main(["bench", "--runtime", "torch,openvino", "--precision", "fp32,bf16", "--size", "64x96",
+                     "--rounds", "1", "--warmup", "0", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [(e["runtime"], e["precision"]) for e in result["entries"]] == [("torch", "fp32")] + (
+        [("torch", "bf16")] if bf16_supported(torch.device("cpu")) else [])
+    reasons = {(s["runtime"], s["precision"]): s["reason"] for s in result["skipped"]}
+    assert "native bfloat16" in reasons[("openvino", "bf16")]  # refused before any conversion
+    assert reasons[("openvino", "fp32")] == "conversion attempted"  # a first-use failure is a skip, not a crash
+
 def test_video_overlay_and_frame_labels(tmp_path, camvid_root):
     cv2 = pytest.importorskip("cv2", reason="the video extra is not installed: pip install '.[video]'")
     frames = sorted((camvid_root / "val").glob("0016E5_079*.png"))[:4]

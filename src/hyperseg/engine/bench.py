@@ -105,12 +105,12 @@ def benchmark(source: Union[str, Path, torch.nn.Module], *, size: Sequence[int] 
         start = time.perf_counter()
         try:
             predictor = Predictor(model, runtime=runtime, precision=precision, device=device, calibration=calibration)
+            labels = predictor(img)  # converts (and caches) on first use
         except HypersegError as exc:  # a combination this machine or runtime does not offer
             skipped.append({"runtime": runtime, "precision": precision, "reason": str(exc)})
             if progress:
                 progress(f"skipped: {runtime} {precision}: {exc}")
             continue
-        labels = predictor(img)  # converts (and caches) on first use
         setup = time.perf_counter() - start
         predictors.append(predictor)
         entries.append({"runtime": predictor.runtime.name, "requested_runtime": runtime, "precision": precision,

@@ -102,6 +102,12 @@ class OnnxRuntimeRuntime(_OnnxFileRuntime):
         return self.session.run(None, {self.input_name: x})[0]
 
 
+def require_openvino_bf16(core: Any) -> None:
+    """Refuse bf16 where OpenVINO's CPU plugin has no native bfloat16 (it would not run bf16 there)."""
+    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        raise HypersegError("precision bf16 needs a CPU with native bfloat16 (AVX-512 bf16 or AMX); use fp32")
+
+
 class OpenVinoRuntime(_OnnxFileRuntime):
     """OpenVINO on the CPU; the precision is always set explicitly (its own default on bf16 CPUs is bf16)."""
 
@@ -116,8 +122,8 @@ class OpenVinoRuntime(_OnnxFileRuntime):
         super().__init__(path, info, _check_precision(path, info["precision"], precision, ("fp32", "bf16", "int8"),
                                                       self.name))
         core = ov.Core()
-        if self.precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            raise HypersegError("precision bf16 needs a CPU with native bfloat16 (AVX-512 bf16 or AMX); use fp32")
+        if self.precision == "bf16":
+            require_openvino_bf16(core)
         core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
         self.core = core
         self.config = {"INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY"}
@@ -162,7 +168,9 @@ class ConvertedRuntime(Runtime):
         require("onnx", "onnx", "converting a model for onnxruntime or OpenVINO")
         require("onnxscript", "onnx", "converting a model for onnxruntime or OpenVINO")
         module, extra = {"openvino": ("openvino", "openvino"), "onnxruntime": ("onnxruntime", "onnx")}[runtime]
-        require(module, extra, f"the {runtime} runtime")
+        engine_module = require(module, extra, f"the {runtime} runtime")
+        if precision == "bf16" and runtime == "openvino":  # before minutes of conversion, not after
+            require_openvino_bf16(engine_module.Core())
         if precision == "int8" and calibration is None:
             raise HypersegError("precision int8 needs calibration images: give --calibration DIR (a folder of images)")
         if precision == "bf16" and runtime == "onnxruntime":
