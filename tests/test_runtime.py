@@ -249,7 +249,6 @@ def test_bench_json_schema(tmp_path):
     assert skipped == {("eager", "int8"), ("torch", "int8"), ("onnxruntime", "int8")}  # no calibration folder given
 
 
-
 def test_bench_skips_openvino_bf16_on_a_cpu_without_it_before_converting(tmp_path, monkeypatch):
     """Where OpenVINO has no native bf16 (AVX2-only CPUs), `bench --precision fp32,bf16` lists that
     candidate as skipped and times the rest, and no model is converted for a runtime that cannot run it."""
@@ -259,10 +258,10 @@ def test_bench_skips_openvino_bf16_on_a_cpu_without_it_before_converting(tmp_pat
     def no_native_bf16(core):
         raise HypersegError("precision bf16 needs a CPU with native bfloat16 (AVX-512 bf16 or AMX); use fp32")
 
-    monkeypatch.setattr(onnx_runtimes, "require_openvino_bf16", no_native_bf16)
     def conversion(*args, **kwargs):  # stands for a conversion that fails on first use
         raise HypersegError("conversion attempted")
 
+    monkeypatch.setattr(onnx_runtimes, "require_openvino_bf16", no_native_bf16)
     monkeypatch.setattr(onnx_runtimes, "cached_onnx", conversion)
     out = tmp_path / "bench.json"
     assert cli_main(["bench", "--runtime", "torch,openvino", "--precision", "fp32,bf16", "--size", "64x96",
@@ -273,6 +272,7 @@ def test_bench_skips_openvino_bf16_on_a_cpu_without_it_before_converting(tmp_pat
     reasons = {(s["runtime"], s["precision"]): s["reason"] for s in result["skipped"]}
     assert "native bfloat16" in reasons[("openvino", "bf16")]  # refused before any conversion
     assert reasons[("openvino", "fp32")] == "conversion attempted"  # a first-use failure is a skip, not a crash
+
 
 def test_video_overlay_and_frame_labels(tmp_path, camvid_root):
     cv2 = pytest.importorskip("cv2", reason="the video extra is not installed: pip install '.[video]'")

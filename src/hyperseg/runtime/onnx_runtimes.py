@@ -77,6 +77,13 @@ class _OnnxFileRuntime(Runtime):
 class OnnxRuntimeRuntime(_OnnxFileRuntime):
     name = "onnxruntime"
 
+    @staticmethod
+    def check_offers(precision: str) -> None:
+        """Refuse, before any file exists, a precision this runtime cannot run here."""
+        require("onnxruntime", "onnx", "the onnxruntime runtime")
+        if precision == "bf16":
+            raise HypersegError("onnxruntime does not offer precision bf16 on the CPU; use --runtime openvino or torch")
+
     def __init__(self, path: Union[str, Path], *, precision: Optional[str] = None,
                  meta: Optional[dict[str, Any]] = None, device: Any = "auto") -> None:
         ort = require("onnxruntime", "onnx", "the onnxruntime runtime")
@@ -113,6 +120,13 @@ class OpenVinoRuntime(_OnnxFileRuntime):
 
     name = "openvino"
     _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: QDQ ops run in int8, the rest in f32
+
+    @staticmethod
+    def check_offers(precision: str) -> None:
+        """Refuse, before any file exists, a precision this runtime cannot run here."""
+        ov = require("openvino", "openvino", "the OpenVINO runtime")
+        if precision == "bf16":
+            require_openvino_bf16(ov.Core())
 
     def __init__(self, path: Union[str, Path], *, precision: Optional[str] = None,
                  meta: Optional[dict[str, Any]] = None, device: Any = "auto") -> None:
@@ -167,14 +181,9 @@ class ConvertedRuntime(Runtime):
         self.engine_cls = ONNX_RUNTIMES[runtime]
         require("onnx", "onnx", "converting a model for onnxruntime or OpenVINO")
         require("onnxscript", "onnx", "converting a model for onnxruntime or OpenVINO")
-        module, extra = {"openvino": ("openvino", "openvino"), "onnxruntime": ("onnxruntime", "onnx")}[runtime]
-        engine_module = require(module, extra, f"the {runtime} runtime")
-        if precision == "bf16" and runtime == "openvino":  # before minutes of conversion, not after
-            require_openvino_bf16(engine_module.Core())
+        self.engine_cls.check_offers(precision)  # before minutes of conversion, not after
         if precision == "int8" and calibration is None:
             raise HypersegError("precision int8 needs calibration images: give --calibration DIR (a folder of images)")
-        if precision == "bf16" and runtime == "onnxruntime":
-            raise HypersegError("onnxruntime does not offer precision bf16 on the CPU; use --runtime openvino or torch")
         self.model = model
         self.calibration, self.calibration_count = calibration, calibration_count
         self.size_multiple = tuple(self.meta.get("size_multiple") or (32, 32))
