@@ -50,7 +50,24 @@ def _check_precision(path: Path, stored: str, requested: Optional[str], allowed:
 
 
 class _OnnxFileRuntime(Runtime):
-    """Shared by the ONNX runtimes: fitting inputs to the file's size, numpy in and out."""
+    """Shared by the ONNX runtimes: what they offer, fitting inputs to the file's size, numpy in and out."""
+
+    module: str  # the runtime's Python module, and the extra that installs it
+    extra: str
+    precisions: tuple[str, ...]
+
+    @classmethod
+    def import_module(cls) -> Any:
+        """The runtime's module; a missing one is an error naming the extra that installs it."""
+        return require(cls.module, cls.extra, f"the {cls.name} runtime")
+
+    @classmethod
+    def check_offers(cls, precision: str) -> None:
+        """Refuse, before any file exists, a precision this runtime cannot run on this machine."""
+        cls.import_module()
+        if precision not in cls.precisions:
+            offered = ", ".join(cls.precisions)
+            raise HypersegError(f"{cls.name} does not offer precision {precision}; it offers {offered}")
 
     def __init__(self, path: Union[str, Path], meta: dict[str, Any], precision: str) -> None:
         super().__init__(meta, precision)
@@ -76,20 +93,14 @@ class _OnnxFileRuntime(Runtime):
 
 class OnnxRuntimeRuntime(_OnnxFileRuntime):
     name = "onnxruntime"
-
-    @staticmethod
-    def check_offers(precision: str) -> None:
-        """Refuse, before any file exists, a precision this runtime cannot run here."""
-        require("onnxruntime", "onnx", "the onnxruntime runtime")
-        if precision == "bf16":
-            raise HypersegError("onnxruntime does not offer precision bf16 on the CPU; use --runtime openvino or torch")
+    module, extra, precisions = "onnxruntime", "onnx", ("fp32", "int8")
 
     def __init__(self, path: Union[str, Path], *, precision: Optional[str] = None,
                  meta: Optional[dict[str, Any]] = None, device: Any = "auto") -> None:
-        ort = require("onnxruntime", "onnx", "the onnxruntime runtime")
+        ort = self.import_module()
         path = Path(path)
         info = onnx_file_meta(path, meta)
-        super().__init__(path, info, _check_precision(path, info["precision"], precision, ("fp32", "int8"), self.name))
+        super().__init__(path, info, _check_precision(path, info["precision"], precision, self.precisions, self.name))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
@@ -119,22 +130,21 @@ class OpenVinoRuntime(_OnnxFileRuntime):
     """OpenVINO on the CPU; the precision is always set explicitly (its own default on bf16 CPUs is bf16)."""
 
     name = "openvino"
+    module, extra, precisions = "openvino", "openvino", ("fp32", "bf16", "int8")
     _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: QDQ ops run in int8, the rest in f32
 
-    @staticmethod
-    def check_offers(precision: str) -> None:
-        """Refuse, before any file exists, a precision this runtime cannot run here."""
-        ov = require("openvino", "openvino", "the OpenVINO runtime")
+    @classmethod
+    def check_offers(cls, precision: str) -> None:
+        super().check_offers(precision)
         if precision == "bf16":
-            require_openvino_bf16(ov.Core())
+            require_openvino_bf16(cls.import_module().Core())
 
     def __init__(self, path: Union[str, Path], *, precision: Optional[str] = None,
                  meta: Optional[dict[str, Any]] = None, device: Any = "auto") -> None:
-        ov = require("openvino", "openvino", "the OpenVINO runtime")
+        ov = self.import_module()
         path = Path(path)
         info = onnx_file_meta(path, meta)
-        super().__init__(path, info, _check_precision(path, info["precision"], precision, ("fp32", "bf16", "int8"),
-                                                      self.name))
+        super().__init__(path, info, _check_precision(path, info["precision"], precision, self.precisions, self.name))
         core = ov.Core()
         if self.precision == "bf16":
             require_openvino_bf16(core)
