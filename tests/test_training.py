@@ -36,8 +36,16 @@ def _read_steps(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-def test_kill_9_then_resume_matches_uninterrupted(tiny_camvid, tmp_path):
+@pytest.mark.parametrize("distill", [False, True], ids=["plain", "distilled"])
+def test_kill_9_then_resume_matches_uninterrupted(tiny_camvid, tmp_path, distill):
     common = ["optim.max_iters=8", "train.ckpt_interval=1", "train.val_interval=100"]
+    if distill:  # the teacher: another tiny model trained for 2 steps on the same data
+        teacher = subprocess.run(_train_cmd(tiny_camvid, tmp_path / "teacher", "optim.max_iters=2",
+                                            "data.val_split=null", "train.seed=1"),
+                                 env=_env(), capture_output=True, text=True)
+        assert teacher.returncode == 0, teacher.stderr[-2000:]
+        common += [f"distill.teacher={tmp_path / 'teacher' / 'last.pt'}", "distill.temperature=2",
+                   "distill.weight=0.7"]
     ref = subprocess.run(_train_cmd(tiny_camvid, tmp_path / "ref", *common), env=_env(), capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr[-2000:]
 

@@ -64,14 +64,18 @@ def _cmd_convert(args: argparse.Namespace) -> None:
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
-    from .data import build_dataset
+    from .data import drive_counts
     from .data.check import check_dataset
 
     problems = 0
     for split in _split_list(args.splits):
-        dataset = build_dataset(args.dataset, args.data, split, classes_file=args.classes_file)
+        dataset = _dataset_from_args(args, split)
         report = check_dataset(dataset, limit=args.limit)
         print(report.summary(dataset.classes))
+        if args.drive_pattern or dataset.drive_pattern:
+            drives = drive_counts(dataset, args.drive_pattern)
+            print("  drives: " + ", ".join(f"{d or '(no match)'} ({n})" for d, n in sorted(drives.items(),
+                                                                                         key=lambda kv: str(kv[0]))))
         for message in report.errors:
             print(f"  bad: {message}", file=sys.stderr)
         problems += len(report.errors)
@@ -166,7 +170,6 @@ def _in_percent(metrics: dict) -> dict:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .data import build_dataset
     from .engine.evaluate import evaluate
     from .runtime import load_runtime
 
@@ -174,7 +177,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     _check_output(args.confusion_image, "--confusion-image", args.overwrite, inputs=[args.model])
     model = load_runtime(args.model, **_runtime_options(args))
     print(f"model: {model.describe()}", file=sys.stderr)
-    dataset = build_dataset(args.dataset, args.data, args.split, classes_file=args.classes_file)
+    dataset = _dataset_from_args(args, args.split)
     metrics = evaluate(model, dataset, batch_size=args.batch_size, workers=args.workers, progress=sys.stderr.isatty(),
                        **_tta_options(args))
     matrix = metrics.pop("confusion_matrix")
@@ -313,6 +316,19 @@ def _add_dataset_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="data/camvid", help="dataset root folder (README: \"Data\" gives each layout)")
     p.add_argument("--dataset", default="camvid", help="camvid | camvid32 | cityscapes | voc | ade20k | folder")
     p.add_argument("--classes-file", default=None, help="folder datasets: YAML with class names (+ palette)")
+    p.add_argument("--drives", default=None,
+                   help="comma-separated drives (video sequences) to keep, e.g. 0006R0 for an unseen-drive fold; "
+                        "check-data lists the drives a split holds")
+    p.add_argument("--drive-pattern", default=None,
+                   help="regex whose first group in a file name is its drive (CamVid default: ^([^_]+)_)")
+
+
+def _dataset_from_args(args: argparse.Namespace, split: str):
+    from .data import build_dataset
+
+    drives = _split_list(args.drives) if args.drives is not None else None
+    return build_dataset(args.dataset, args.data, split, classes_file=args.classes_file, drives=drives,
+                         drive_pattern=args.drive_pattern)
 
 
 _MODEL_HELP = ("built-in or registered weights name, registered architecture, our checkpoint, the authors' .pth, "

@@ -42,6 +42,7 @@ class SegmentationDataset(Dataset):
 
     classes: Sequence[str] = ()
     palette: Sequence[Sequence[int]] = ()
+    drive_pattern: Optional[str] = None  # regex whose first group, searched in a file name, is its drive (sequence)
 
     def __init__(self, root: Union[str, Path], split: str,
                  transform: Optional[Callable] = None) -> None:

@@ -16,11 +16,13 @@ __all__ = ["CamVid", "CamVidColour", "CAMVID_32_TO_11"]
 class CamVid(SegmentationDataset):
     """The SegNet layout: ``train/ trainannot/ val/ valannot/ test/ testannot/``, 11 classes.
 
-    Label 11 (void) becomes 255 (ignored).
+    Label 11 (void) becomes 255 (ignored). The drive (video sequence) of a frame is its file-name
+    prefix before ``_``: ``0016E5_07959.png`` is drive ``0016E5``.
     """
 
     classes = CAMVID_CLASSES
     palette = CAMVID_PALETTE
+    drive_pattern = r"^([^_]+)_"
 
     def __init__(self, root: Union[str, Path], split: str = "train", transform: Optional[Callable] = None) -> None:
         super().__init__(root, split, transform)
@@ -50,6 +52,7 @@ class CamVidColour(SegmentationDataset):
 
     classes = CAMVID_CLASSES
     palette = CAMVID_PALETTE
+    drive_pattern = r"^([^_]+)_"
 
     def __init__(self, root: Union[str, Path], split: str = "train", transform: Optional[Callable] = None) -> None:
         super().__init__(root, split, transform)

@@ -47,6 +47,8 @@ class TrainTransform:
         hflip: probability of a horizontal flip.
         color_jitter: brightness/contrast/saturation strength, hue gets ``min(value, 0.5)``; 0 = off.
         rotation: maximum rotation in degrees (VOC recipe: 30); 0 = off.
+        base_scale: every image is resized by this first (a model that runs on images resized by
+            0.75 trains on them resized by 0.75), the random factor on top.
     """
 
     mean: Sequence[float]
@@ -58,6 +60,7 @@ class TrainTransform:
     color_jitter: float = 0.0
     rotation: float = 0.0
     pad_only: bool = False  # VOC: pad to crop_size (right/bottom) without cropping
+    base_scale: float = 1.0
 
     def __call__(self, image: Tensor, label: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         img = tv_tensors.Image(image)
@@ -70,8 +73,10 @@ class TrainTransform:
             img = TF.adjust_contrast(img, _uniform(gen, max(0.0, 1 - s), 1 + s))
             img = TF.adjust_saturation(img, _uniform(gen, max(0.0, 1 - s), 1 + s))
             img = TF.adjust_hue(img, _uniform(gen, -min(s, 0.5), min(s, 0.5)))
+        s = self.base_scale
         if self.scale_prob and torch.rand((), generator=gen).item() < self.scale_prob:
-            s = _uniform(gen, *self.scale_range)
+            s *= _uniform(gen, *self.scale_range)
+        if s != 1:
             h, w = img.shape[-2:]
             size = [max(1, round(h * s)), max(1, round(w * s))]
             img = TF.resize(img, size, interpolation=InterpolationMode.BICUBIC, antialias=True)

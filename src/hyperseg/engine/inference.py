@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..errors import HypersegError
 
-__all__ = ["predict_logits", "check_test_time_options"]
+__all__ = ["predict_logits", "check_test_time_options", "input_scale"]
 
 MAX_SCALE = 8.0
 
@@ -51,14 +51,26 @@ def _sliding(model: nn.Module, x: Tensor, window: Sequence[int], stride: Sequenc
     return out / count
 
 
+def input_scale(model: nn.Module) -> float:
+    """The scale a model sees images at: its ``meta["input_scale"]`` (a model trained on images
+    resized by 0.75 runs on them resized by 0.75), 1 by default."""
+    return float(getattr(model, "meta", {}).get("input_scale", 1.0))
+
+
 def predict_logits(model: nn.Module, x: Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,),
                    window: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None) -> Tensor:
     """Class scores (B, C, H, W) for a normalised batch: the logits of a single pass, or the mean
     softmax over scales and flips when several passes are combined (argmax is what callers use).
 
+    The batch is first resized by the model's :func:`input_scale`; ``scales`` are relative to that
+    size, and the logits always come back at the batch's own size.
     ``window``/``stride`` (H, W) switch on sliding-window inference at every scale.
     """
     h, w = x.shape[-2:]
+    base = input_scale(model)
+    if base != 1:  # antialiased, like the training transform's downscaling
+        size = (max(min(h, 32), round(h * base)), max(min(w, 32), round(w * base)))  # 32: the smallest a model takes
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=base < 1)
     num_classes = model.num_classes if hasattr(model, "num_classes") else model.module.num_classes
     total: Optional[Tensor] = None
     runs = 0

@@ -29,9 +29,11 @@ from ..model import create_model, list_models
 from ..model.smp_baseline import is_smp_name
 from ..runtime import resolve_model
 from ..runtime.torch_runtime import bf16_supported, resolve_device
+from .allocator import keep_freed_memory
 from .config import RunConfig
 from .evaluate import evaluate
 from .interrupt import StopRequest, TrainingInterrupted, ignore_stop_signals
+from .distill import DistillationLoss, Teacher
 from .losses import build_loss
 
 __all__ = ["train", "Trainer", "TrainState", "Process", "resolve_device", "build_model_for"]
@@ -73,6 +75,9 @@ def build_model_for(cfg: RunConfig, dataset) -> nn.Module:
             raise HypersegError(f"checkpoint {name} was trained for {model.num_classes} classes, but the "
                              f"{cfg.data.dataset} dataset has {dataset.num_classes}")
     model.meta.update(class_names=list(dataset.classes), palette=[list(c) for c in dataset.palette])
+    model.meta.pop("input_scale", None)  # the scale this run trains at, not a fine-tuned checkpoint's
+    if cfg.model.input_scale != 1:
+        model.meta["input_scale"] = cfg.model.input_scale
     return model
 
 
@@ -147,7 +152,7 @@ class _Logger:
 # Files a run rewrites atomically in train.out_dir; a killed write leaves `.<name>.*.tmp` beside them.
 _ATOMIC_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "val.csv")
 # Sections a resume may change: the schedule and the run's mechanics, not what is trained on what.
-_FROZEN_ON_RESUME = ("model", "data", "loss")
+_FROZEN_ON_RESUME = ("model", "data", "loss", "distill")
 _DATA_FREE_ON_RESUME = ("workers", "val_batch_size", "root")
 
 
@@ -163,14 +168,20 @@ def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list]
 
 
 def _check_resume_config(saved: dict[str, Any], cfg: RunConfig, out_dir: Path) -> dict[str, list]:
-    """The changes a resume makes to the run's config; refuses changes to the model, data or loss."""
+    """The changes a resume makes to the run's config; refuses changes to the model, data, loss or teacher.
+    Keys a run's config predates count as their defaults (a run from before ``distill`` had none)."""
+    defaults = RunConfig().to_dict()
+    saved = {section: {**defaults.get(section, {}), **values} for section, values in saved.items()}
+    for section in defaults:
+        saved.setdefault(section, defaults[section])
     changes = _config_changes(saved, cfg.to_dict())
     frozen = [k for k in changes if k.split(".")[0] in _FROZEN_ON_RESUME
               and not (k.startswith("data.") and k.split(".", 1)[1] in _DATA_FREE_ON_RESUME)]
     if frozen:
         old, new = changes[frozen[0]]
         raise HypersegError(f"--resume: {out_dir} was trained with {frozen[0]}={old!r}, this command gives {new!r}; "
-                            f"a resumed run keeps its model, data and loss (start a new run in another train.out_dir)")
+                            f"a resumed run keeps its model, data, loss and teacher (start a new run in another "
+                            f"train.out_dir)")
     return changes
 
 
@@ -275,11 +286,16 @@ class Trainer:
         if cfg.train.sync_bn and self.proc.device.type != "cuda":
             raise HypersegError("train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
                                 "set train.sync_bn=false: on CPU each process keeps its own BatchNorm statistics")
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.keep_freed_memory and self.proc.device.type == "cpu":
+            keep_freed_memory()
         seed_everything(cfg)
         data = cfg.data
-        self.train_set = build_dataset(data.dataset, data.root, data.train_split, classes_file=data.classes_file)
-        self.val_set = build_dataset(data.dataset, data.root, data.val_split, classes_file=data.classes_file) \
-            if data.val_split else None
+        self.train_set = build_dataset(data.dataset, data.root, data.train_split, classes_file=data.classes_file,
+                                       drives=data.train_drives, drive_pattern=data.drive_pattern)
+        self.val_set = build_dataset(data.dataset, data.root, data.val_split, classes_file=data.classes_file,
+                                     drives=data.val_drives, drive_pattern=data.drive_pattern) if data.val_split else None
         self.model = build_model_for(cfg, self.train_set)
         self.model.meta.update(recipe=cfg.to_dict())
         self.state = build_optimizer(cfg, self.model)
@@ -288,6 +304,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.proc.device.type, enabled=self.amp_dtype == torch.float16)
         self.criterion = build_loss(cfg.loss.name, class_weights=cfg.loss.class_weights, k=cfg.loss.k,
                                     threshold=cfg.loss.threshold).to(self.proc.device)
+        self.teacher = self._make_teacher()
         if self.proc.main:
             warning = emulated_bf16_warning(self.amp_dtype, self.proc.device)
             if warning:
@@ -318,22 +335,34 @@ class Trainer:
         return changes
 
     def _place_model(self) -> nn.Module:
-        """The model on its device and memory layout, wrapped for DDP when there are several processes."""
+        """The model on its device and memory layout, wrapped for DDP when there are several processes,
+        and compiled when ``train.compile`` asks (the training steps only: validation runs eager)."""
         model, proc = self.model, self.proc
         model.to(proc.device)
         if self.cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
-        if not proc.distributed:
-            return model
-        if self.cfg.train.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        return DistributedDataParallel(model, device_ids=[proc.device.index] if proc.device.type == "cuda" else None)
+        if proc.distributed:
+            if self.cfg.train.sync_bn:
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = DistributedDataParallel(model, device_ids=[proc.device.index] if proc.device.type == "cuda" else None)
+        return torch.compile(model) if self.cfg.train.compile else model
+
+    def _make_teacher(self) -> Optional[Teacher]:
+        """The frozen teacher of ``distill``, with the criterion turned into its distillation loss."""
+        distill, meta = self.cfg.distill, self.model.meta
+        if distill.teacher is None:
+            return None
+        teacher = Teacher(distill.teacher, class_names=list(self.train_set.classes), mean=meta["mean"], std=meta["std"],
+                          device=self.proc.device, amp_dtype=self.amp_dtype)
+        self.criterion = DistillationLoss(self.criterion, temperature=distill.temperature, weight=distill.weight)
+        return teacher
 
     def _make_loader(self) -> DataLoader:
         cfg, data = self.cfg, self.cfg.data
         transform = TrainTransform(mean=self.model.meta["mean"], std=self.model.meta["std"], crop_size=data.crop_size,
                                    scale_range=data.scale_range, scale_prob=data.scale_prob, hflip=data.hflip,
-                                   color_jitter=data.color_jitter, rotation=data.rotation, pad_only=data.pad_only)
+                                   color_jitter=data.color_jitter, rotation=data.rotation, pad_only=data.pad_only,
+                                   base_scale=cfg.model.input_scale)
         sampler = StepSampler(len(self.train_set), batch_size=data.batch_size, accum_steps=cfg.optim.accum_steps,
                               seed=cfg.train.seed, start_step=self.state.step, max_steps=cfg.optim.max_iters,
                               rank=self.proc.rank, world_size=self.proc.world)
@@ -356,7 +385,8 @@ class Trainer:
         with no_sync:
             with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 logits = self.net(images)
-            loss = self.criterion(logits.float(), labels) / self.cfg.optim.accum_steps
+            targets = (labels,) if self.teacher is None else (labels, self.teacher(images))
+            loss = self.criterion(logits.float(), *targets) / self.cfg.optim.accum_steps
             if not torch.isfinite(loss):
                 raise DivergedError(f"loss became {loss.item()} at step {self.state.step}; lower optim.lr or check "
                                     f"the data")
