@@ -401,8 +401,21 @@ def test_label_values_out_of_range(tmp_path, name, value):
     split, _, label = _build(name, tmp_path)
     write_label(label, [0, value, 255])
     ds = build_dataset(name, tmp_path, split)
-    with pytest.raises(DataError, match=names(label) + rf": label values \[{value}\] are >= num_classes"):
+    with pytest.raises(DataError, match=names(label) + rf": label values \[{value}\] are outside 0\.\."):
         ds[0]
+
+
+def test_label_values_that_decode_negative_are_refused(tmp_path):
+    """A decoder that maps stored ids to negative train ids (Cityscapes' -1) is caught by the range check."""
+    split, _, label = _build("camvid", tmp_path)
+    write_label(label, [0, 1, 255])
+
+    class Shifted(CamVid):
+        def decode_label(self, raw, path):
+            return super().decode_label(raw, path) - 1  # 0 -> -1
+
+    with pytest.raises(DataError, match=r"label values \[-1\] are outside 0\.\.10"):
+        Shifted(tmp_path, split)[0]
 
 
 @pytest.mark.parametrize("name", ["camvid", "cityscapes", "ade20k", "folder"])

@@ -93,6 +93,59 @@ def test_resume_refuses_another_model_and_records_schedule_changes(trained_run, 
     assert [int(s.split('"step": ')[1].split(",")[0]) for s in steps] == [1, 2, 3]
 
 
+def test_resume_applies_a_longer_schedule(trained_run, tiny_camvid, tmp_path, capfd):
+    """A resume with more iterations trains on the new poly schedule in closed form, not at the old
+    schedule's final rate of 0, and says what changed in resumes.jsonl."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = torch.load(run / "last.pt", weights_only=True)["state_dict"]
+    code, err = _run(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={run}", "--resume",
+                      "optim.max_iters=4", "optim.lr=0.002"], capfd)
+    assert code == 0, err
+    logged = {r["step"]: r["lr"] for r in map(__import__("json").loads, (run / "metrics.jsonl").read_text().splitlines())}
+    assert logged[3] == pytest.approx(0.002 * (1 - 3 / 4) ** 0.9, rel=1e-9)
+    assert logged[4] == 0.0
+    after = torch.load(run / "last.pt", weights_only=True)
+    assert after["train_state"]["step"] == 4
+    assert not torch.equal(after["state_dict"]["backbone.encoder.conv_stem.weight"],
+                           before["backbone.encoder.conv_stem.weight"])
+    assert '"optim.lr": [0.001, 0.002]' in (run / "resumes.jsonl").read_text()
+
+
+def test_two_trainers_never_share_a_run_and_a_killed_holder_leaves_no_stale_lock(trained_run, tiny_camvid,
+                                                                                 tmp_path, capfd):
+    from hyperseg.engine.runlock import RunLock
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    args = ["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={run}", "--resume", "optim.max_iters=3"]
+    holder = RunLock(run).acquire()  # another trainer (flock conflicts across open files, even in one process)
+    before = _snapshot(run)
+    code, err = _run(args, capfd)
+    assert code == 2 and "being trained by another process" in _error_line(err) and f"pid {os.getpid()}" in err
+    assert _snapshot(run) == before
+    holder.release()
+    # a holder killed with SIGKILL: the kernel drops its lock with the process
+    script = f"import sys, time; from hyperseg.engine.runlock import RunLock; RunLock({str(run)!r}).acquire(); " \
+             f"print('held', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    proc.kill()
+    proc.wait(timeout=30)
+    code, err = _run(args, capfd)
+    assert code == 0, err
+
+
+def test_resume_survives_a_blank_line_in_val_csv(trained_run, tiny_camvid, tmp_path, capfd):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "val.csv").write_text("step,miou,pixel_acc,mean_class_acc\n2,0.1,0.2,0.3\n\n")
+    code, err = _run(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={run}", "--resume",
+                      "optim.max_iters=3"], capfd)
+    assert code == 0, err
+    assert (run / "val.csv").read_text().splitlines()[:2] == ["step,miou,pixel_acc,mean_class_acc", "2,0.1,0.2,0.3"]
+
+
 class _Payload:
     def __reduce__(self):
         return (os.system, ("touch PWNED",))
@@ -166,6 +219,46 @@ def test_atomic_write_on_a_full_disk_keeps_the_old_file_and_no_temporary(tmp_pat
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
 
+def test_torch_save_failing_on_a_full_disk_is_one_sentence(tmp_path, monkeypatch):
+    """torch.save's zip writer raises RuntimeError (not OSError) when a write fails."""
+    from hyperseg.checkpoint import atomic_save
+
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"previous checkpoint")
+
+    def full_disk(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(HypersegError, match=r"last\.pt: cannot write it \(torch\.save failed: .*file write failed"):
+        atomic_save({"a": 1}, target)
+    assert target.read_bytes() == b"previous checkpoint" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_long_legal_file_name_is_segmented(tmp_path):
+    """A 240-character name: the outputs (up to 248 characters) are written through short temporary names."""
+    stem = "d" * 236
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(tmp_path / f"{stem}.png")
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4])
+    written = Predictor(model, runtime="eager").predict_files([tmp_path / f"{stem}.png"], tmp_path / "out",
+                                                              progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in written)
+    assert (tmp_path / "out" / f"{stem}_overlay.jpg").is_file()
+
+
+def test_output_names_for_many_files_are_unique_and_do_not_hang():
+    """40,000 inputs whose stems repeat across folders: unique names, within a guard time (the
+    quadratic version took ~90 s)."""
+    script = ("from pathlib import Path; from hyperseg.engine.predict import output_names; "
+              "files = [Path(f'/data/drive{i % 7}/frame_{i // 7:05d}.png') for i in range(40_000)]; "
+              "names = output_names(files); assert len(set(names)) == len(files); "
+              "assert names[0] == 'frame_00000_1' and names[7] == 'frame_00001_1'")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
 def test_unwritable_output_locations_name_the_path(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
@@ -181,6 +274,35 @@ def test_out_that_is_a_folder(tmp_path, capfd, command):
     folder.mkdir()
     code, err = _run([command, "--out", folder, "--overwrite"], capfd)
     assert code == 2 and f"{folder} is a folder" in _error_line(err)
+
+
+@pytest.mark.parametrize("argv, culprit", [
+    (["eval", "--workers", "-1"], "--workers"),
+    (["eval", "--workers", "two"], "--workers"),
+    (["check-data", "--limit", "-1"], "--limit"),
+    (["check-data", "--limit", "0"], "--limit"),
+])
+def test_negative_counts_are_refused_before_work(tiny_camvid, argv, culprit, capfd):
+    code, err = _run([*argv, "--data", tiny_camvid], capfd)
+    assert code == 2 and culprit in _error_line(err)
+
+
+@pytest.mark.parametrize("option", ["--max-upload-mb", "--max-megapixels"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_serve_limits_must_be_finite(option, value, capfd):
+    pytest.importorskip("fastapi")
+    code, err = _run(["serve", "--port", "0", option, value], capfd)
+    assert code == 2 and option in _error_line(err) and "finite" in err
+
+
+def test_confusion_image_without_the_viz_extra_fails_before_evaluating(tiny_camvid, tmp_path, capfd, monkeypatch):
+    import hyperseg.engine.evaluate as evaluate_module
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the extra were not installed
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda *a, **k: pytest.fail("evaluated before the check"))
+    code, err = _run(["eval", "--data", tiny_camvid, "--confusion-image", tmp_path / "cm.png", "--workers", "0"], capfd)
+    assert code == 2 and "pip install 'hyperseg[viz]'" in _error_line(err)
+    assert not (tmp_path / "cm.png").exists()
 
 
 def test_eval_refuses_to_replace_an_existing_out(tmp_path, capfd):
@@ -435,3 +557,127 @@ def test_every_option_has_help_and_shows_its_default():
             if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
                 shown = " ".join((command.formatter_class(name)._get_help_string(action) % vars(action)).split())
                 assert "default" in shown and shown in text, f"hyperseg {name} {action.option_strings[0]}: default not shown"
+
+
+# ------------------------------------------------------------------------------- ONNX files that do not fit
+
+def _onnx_file(path, *, meta, in_shape=(1, 3, 64, 64), out_shape=None, second_input=False, nan=False):
+    """A hand-made graph: logits = image * factor (factor NaN with ``nan``), so its channels are the input's."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from hyperseg.runtime.onnx_export import write_onnx_meta
+
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(in_shape))]
+    nodes = [helper.make_node("Mul", ["image", "factor"], ["logits"])]
+    if second_input:
+        inputs.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, list(in_shape)))
+        nodes = [helper.make_node("Add", ["image", "extra"], ["sum"]), helper.make_node("Mul", ["sum", "factor"], ["logits"])]
+    factor = helper.make_tensor("factor", TensorProto.FLOAT, [], [float("nan") if nan else 1.0])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, list(out_shape or in_shape))
+    proto = helper.make_model(helper.make_graph(nodes, "g", inputs, [out], [factor]),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    proto.ir_version = 9
+    write_onnx_meta(proto, {"mean": [0.5] * 3, "std": [0.5] * 3, **meta})
+    onnx.save(proto, str(path))
+    return path
+
+
+THREE = {"class_names": ["a", "b", "c"]}
+
+
+@pytest.mark.parametrize("case, make, expected", [
+    ("five classes, three channels", dict(meta={"class_names": list("abcde")}), "expected logits (N, 5, H, W)"),
+    ("second input", dict(meta=THREE, second_input=True), "takes 2 inputs"),
+    ("rank 3 input", dict(meta=THREE, in_shape=(3, 64, 64)), "expected (N, 3, H, W)"),
+    ("one channel", dict(meta=THREE, in_shape=(1, 1, 64, 64)), "expected (N, 3, H, W)"),
+    ("huge input", dict(meta=THREE, in_shape=(1, 3, 100000, 100000)), "outside 32..8192"),
+    ("std 0", dict(meta={**THREE, "std": [0.0, 0.5, 0.5]}), "metadata std"),
+    ("classes not a list", dict(meta={"class_names": 3}), "metadata class_names"),
+    ("huge input_size", dict(meta={**THREE, "input_size": [100000, 100000]}), "metadata input_size"),
+    ("mean of text", dict(meta={**THREE, "mean": ["a", "b", "c"]}), "metadata mean"),
+    ("num_classes disagrees", dict(meta={**THREE, "num_classes": 7}), "num_classes=7 but 3 class names"),
+])
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_onnx_files_that_do_not_fit_are_refused_on_load(tmp_path, capfd, case, make, expected, runtime):
+    pytest.importorskip(runtime)
+    model = _onnx_file(tmp_path / "m.onnx", **make)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "x.png")
+    before = _snapshot(tmp_path)
+    code, err = _run(["predict", tmp_path / "x.png", "--model", model, "--runtime", runtime, "--out", tmp_path / "o"],
+                     capfd)
+    assert code == 2 and expected in _error_line(err) and "m.onnx" in err
+    assert _snapshot(tmp_path) == before and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_onnx_outputs_are_checked_when_the_graph_cannot_tell(tmp_path, capfd, runtime):
+    pytest.importorskip(runtime)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "x.png")
+    nan = _onnx_file(tmp_path / "nan.onnx", meta=THREE, nan=True)
+    code, err = _run(["predict", tmp_path / "x.png", "--model", nan, "--runtime", runtime, "--out", tmp_path / "o"],
+                     capfd)
+    assert code == 2 and "NaN or infinite logits" in _error_line(err)
+    dynamic = _onnx_file(tmp_path / "dyn.onnx", meta={"class_names": list("abcde")}, in_shape=(1, 3, "h", "w"),
+                         out_shape=("n", "c", "h", "w"))
+    code, err = _run(["predict", tmp_path / "x.png", "--model", dynamic, "--runtime", runtime, "--out",
+                      tmp_path / "o2"], capfd)
+    assert code == 2 and "expected logits (1, 5, H, W)" in _error_line(err)
+
+
+def test_more_classes_than_a_label_png_holds_is_refused(tmp_path):
+    model = _onnx_file(tmp_path / "m.onnx", meta={"class_names": [f"c{i}" for i in range(300)]},
+                       in_shape=(1, 3, "h", "w"), out_shape=("n", "c", "h", "w"))
+    with pytest.raises(HypersegError, match="predicts 300 classes.*at most 256"):
+        Predictor(str(model), runtime="onnxruntime")
+
+
+# ---------------------------------------------------------------------- checkpoints and arch strings
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("config", {"num_classes": "11"}, "num_classes='11' does not fit its type int"),
+    ("config", {"decoder_channels": 64}, "decoder_channels=64 does not fit"),
+    ("config", {"encoder_reductions": ["a"] * 5}, "encoder_reductions"),
+    ("config", [1, 2], "must be a mapping"),
+    ("meta", {"class_names": "sky"}, "metadata class_names"),
+    ("meta", {"std": [0, 0, 0]}, "metadata std"),
+    ("meta", ["not", "a", "dict"], "metadata is list"),
+])
+def test_checkpoint_fields_of_the_wrong_type_are_one_line(tmp_path, capfd, field, value, expected):
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4])
+    save_model(model, tmp_path / "m.pt")
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    ckpt[field] = {**ckpt[field], **value} if isinstance(value, dict) and field == "config" else value
+    torch.save(ckpt, tmp_path / "bad.pt")
+    code, err = _run(["profile", tmp_path / "bad.pt"], capfd)
+    assert code == 2 and expected in _error_line(err) and "bad.pt" in err
+
+
+def test_checkpoint_asking_for_huge_layers_is_refused_before_allocating(tmp_path, capfd):
+    """The stored config is checked against the stored tensors on the meta device: 10^6-channel
+    decoder levels would need gigabytes; the refusal needs none (a guard time, not a benchmark)."""
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4])
+    save_model(model, tmp_path / "m.pt")
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    ckpt["config"]["decoder_channels"] = [1_000_000, 500_000, 16, 16, 16]
+    torch.save(ckpt, tmp_path / "huge.pt")
+    script = (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)); "
+              f"from hyperseg.cli import main; sys.exit(main(['profile', {str(tmp_path / 'huge.pt')!r}]))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "do not fit the stored config" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("arch, expected", [
+    ("hyperseg_efficientnet('efficientnet-b1', num_classes='x', level_channels=[64, 32, 16, 16, 16])", "wrong type"),
+    ("hyperseg_efficientnet('efficientnet-b1', level_channels=5)", "wrong type"),
+    ("hyperseg_efficientnet('efficientnet-b1')", "lacks the argument 'level_channels'"),
+    ("hyperseg_efficientnet('efficientnet-b1', level_channels=['a', 'b', 'c', 'd', 'e'])", "does not fit its type"),
+    ("hyperseg_efficientnet('efficientnet-b1', weight_groups='x', level_channels=[64, 32, 16, 16, 16])", "weight_groups"),
+])
+def test_authors_arch_strings_of_the_wrong_shape_are_one_line(tmp_path, capfd, arch, expected):
+    pth = tmp_path / "a.pth"
+    torch.save({"arch": f"models.hyperseg_v1_0.{arch}", "state_dict": {"w": torch.zeros(1)}}, pth)
+    code, err = _run(["convert", pth, tmp_path / "out.pt"], capfd)
+    assert code == 2 and expected in _error_line(err) and not (tmp_path / "out.pt").exists()

@@ -7,6 +7,7 @@ anything else worth keeping (val mIoU, recipe, training time).
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +20,7 @@ from .model.config import HyperSegConfig
 from .model.hyperseg import HyperSeg
 from .model.smp_baseline import SMPConfig, SMPModel
 from .pretrained import Weights, get_weights, is_weights_name, list_weights
+from .meta_schema import check_model_meta
 from .safe_load import safe_torch_load
 
 __all__ = ["save_model", "load_model", "load_training_checkpoint", "atomic_write", "atomic_save", "refuse_replacing_inputs", "atomic_write_text", "builtin_weights", "CHECKPOINT_FORMAT"]
@@ -38,7 +40,9 @@ def atomic_write(path: Union[str, Path], write: Callable[[BinaryIO], None]) -> P
         raise HypersegError(f"{path} is a folder; expected a file name to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # the name's start is enough to recognise the file: a legal 250-byte name plus the random
+        # part would pass the 255-byte limit of most file systems
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise HypersegError(f"{path}: cannot write there ({exc.strerror or exc})") from None
     try:
@@ -71,7 +75,14 @@ def refuse_replacing_inputs(outputs: Sequence[Path], inputs: Sequence[Union[str,
 
 def atomic_save(obj: Any, path: Union[str, Path]) -> Path:
     """``torch.save`` through :func:`atomic_write`."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    def save(f: BinaryIO) -> None:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as exc:
+            # torch's zip writer reports a failed write (a full disk, a quota) as RuntimeError, not OSError
+            raise OSError(errno.EIO, f"torch.save failed: {str(exc).splitlines()[0][:200]}") from None
+
+    return atomic_write(path, save)
 
 
 def atomic_write_text(path: Union[str, Path], text: str) -> Path:
@@ -159,21 +170,45 @@ def load_model(source: Union[str, Path], *, map_location: Union[str, torch.devic
     return _load_checkpoint_file(path, map_location)
 
 
+def _check_fit(build: Callable[[], Union[HyperSeg, SMPModel]], state: dict[str, torch.Tensor], path: Path) -> None:
+    """Build the stored config on the meta device (no memory) and compare it with the stored tensors,
+    so that a config asking for huge layers is refused before anything is allocated."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise HypersegError(f"{path}: weights do not fit the stored config: {len(missing)} tensors missing "
+                            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    for key, shape in expected.items():
+        if tuple(state[key].shape) != shape:
+            raise HypersegError(f"{path}: weights do not fit the stored config: {key} holds {tuple(state[key].shape)}, "
+                                f"the config builds {shape}")
+
+
 def _load_checkpoint_file(path: Path, map_location: Union[str, torch.device]) -> Union[HyperSeg, SMPModel]:
     ckpt = _read_checkpoint(path, map_location)
     family = ckpt.get("family", "hyperseg")
-    if family == SMPModel.family:
-        model = SMPModel(SMPConfig.from_dict(ckpt["config"]))
-    elif family == "hyperseg":
-        model = HyperSeg(HyperSegConfig.from_dict(ckpt["config"]))
-    else:
-        raise HypersegError(f"{path} holds a model of family {family!r}; this hyperseg reads hyperseg and smp")
+    try:
+        if family == SMPModel.family:
+            config = SMPConfig.from_dict(ckpt["config"])
+            config.check_types()
+            build = lambda: SMPModel(config)  # noqa: E731
+        elif family == "hyperseg":
+            config = HyperSegConfig.from_dict(ckpt["config"])
+            build = lambda: HyperSeg(config)  # noqa: E731
+        else:
+            raise HypersegError(f"holds a model of family {family!r}; this hyperseg reads hyperseg and smp")
+    except (HypersegError, TypeError) as exc:
+        raise HypersegError(f"{path}: {exc}") from None
+    meta = check_model_meta(ckpt.get("meta", {}), str(path))
     state = {k: v.float() if v.dtype == torch.float16 else v for k, v in ckpt["state_dict"].items()}
+    _check_fit(build, state, path)
+    model = build()
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise HypersegError(f"{path}: weights do not fit the stored config: {str(exc).splitlines()[0]}") from None
-    model.meta = dict(ckpt.get("meta", {}))
+    model.meta = meta
     return model.eval()
 
 

@@ -129,6 +129,20 @@ def _runtime_options(args: argparse.Namespace) -> dict:
                 meta=meta or None)
 
 
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum`` (argparse names the option in its one-line error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; expected a whole number >= {minimum}")
+        return value
+
+    return parse
+
+
 def _split_list(text: str) -> list[str]:
     """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
     return [item.strip() for item in text.split(",") if item.strip()]
@@ -151,8 +165,10 @@ def _parse_pair(text: Optional[str], option: str = "--window"):
         parts = [int(v) for v in text.lower().replace("x", ",").split(",")]
     except ValueError:
         parts = []
-    if len(parts) not in (1, 2) or min(parts) < 1:
-        raise HypersegError(f"{option} {text!r}: expected HxW in pixels, e.g. 360x480")
+    from .meta_schema import MAX_SIDE  # beyond it a size would allocate tens of gigabytes before failing
+
+    if len(parts) not in (1, 2) or min(parts) < 1 or max(parts) > MAX_SIDE:
+        raise HypersegError(f"{option} {text!r}: expected HxW in pixels, each side 1 to {MAX_SIDE}, e.g. 360x480")
     return parts * 2 if len(parts) == 1 else parts
 
 
@@ -175,6 +191,10 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     _check_output(args.out, "--out", args.overwrite, inputs=[args.model])
     _check_output(args.confusion_image, "--confusion-image", args.overwrite, inputs=[args.model])
+    if args.confusion_image:  # before the evaluation, not after it
+        from .errors import require
+
+        require("matplotlib", "viz", "--confusion-image")
     model = load_runtime(args.model, **_runtime_options(args))
     print(f"model: {model.describe()}", file=sys.stderr)
     dataset = _dataset_from_args(args, args.split)
@@ -399,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing --out / --confusion-image files")
     _add_tta_arguments(p)
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images only)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes reading images (0: in process)")
+    p.add_argument("--workers", type=_whole_number(0), default=2,
+                   help="DataLoader worker processes reading images (0: in process)")
     _add_runtime_arguments(p)
     p.set_defaults(func=_cmd_eval)
 
@@ -447,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-data", help="check a prepared dataset folder (every pair read as training reads it)")
     _add_dataset_arguments(p)
     p.add_argument("--splits", default="train,val", help="comma-separated splits to check")
-    p.add_argument("--limit", type=int, default=None, help="check only the first N pairs of each split")
+    p.add_argument("--limit", type=_whole_number(1), default=None, help="check only the first N pairs of each split")
     p.set_defaults(func=_cmd_check_data)
 
     p = sub.add_parser("serve", help="serve a model over HTTP, with a web page (needs the serve extra)")

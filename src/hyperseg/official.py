@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import torch
 from torch import Tensor
 
 from .errors import HypersegError, InputTypeError, NotFoundError
@@ -82,34 +83,43 @@ def config_from_arch(arch: str) -> HyperSegConfig:
     if kwargs.pop("decoder_groups", 1) != 1:
         raise OfficialCheckpointError("arch uses decoder_groups != 1, which no released checkpoint uses; not supported")
 
-    kernel_sizes = list(kwargs.pop("kernel_sizes", [1, 1, 1, 3, 3]))
-    groups = kwargs.pop("weight_groups", 1)
-    data: dict[str, Any] = dict(
-        _TEMPLATES[template],
-        encoder_name=encoder,
-        encoder_padding="static",
-        encoder_drop_rate={"b0": 0.2, "b1": 0.2, "b2": 0.3, "b3": 0.3, "b4": 0.4, "b5": 0.4, "b6": 0.5, "b7": 0.5}[
-            match.group(1)
-        ],
-        num_classes=int(kwargs.pop("num_classes")) if "num_classes" in kwargs else 19,
-        context_levels=int(kwargs.pop("levels", 3 if template == "hyperseg_v0_1" else 2)),
-        encoder_reductions=list(kwargs.pop("out_feat_scale", [0.25] * 5)),
-        decoder_kernel_sizes=kernel_sizes,
-        decoder_channels=list(kwargs.pop("level_channels")) if template != "hyperseg_v0_1" else None,
-        decoder_expand_ratio=float(kwargs.pop("expand_ratio", 2)),
-        weight_groups=[groups] * len(kernel_sizes) if isinstance(groups, int) else list(groups),
-    )
-    if isinstance(data["encoder_reductions"], (int, float)):
-        data["encoder_reductions"] = [float(data["encoder_reductions"])] * 5
-    if template == "hyperseg_v1_0_unify":
-        data["unify_level"] = int(kwargs.pop("unify_level"))
-    kwargs.pop("avg_pool", None)
+    try:
+        data = _arch_fields(template, match.group(1), encoder, kwargs)
+    except (TypeError, ValueError, KeyError) as exc:
+        missing = f"lacks the argument {exc}" if isinstance(exc, KeyError) else f"has an argument of the wrong type ({exc})"
+        raise OfficialCheckpointError(f"arch {arch[:120]!r} {missing}") from None
     if kwargs:
         raise OfficialCheckpointError(f"arch has arguments no released configuration uses: {sorted(kwargs)}")
     try:
         return HyperSegConfig.from_dict(data)
     except ValueError as exc:
         raise OfficialCheckpointError(f"arch {arch[:120]!r} does not describe a valid HyperSeg: {exc}") from None
+
+
+def _arch_fields(template: str, variant: str, encoder: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The HyperSegConfig fields of an arch call's arguments, popping each one it reads from ``kwargs``."""
+    kernel_sizes = list(kwargs.pop("kernel_sizes", [1, 1, 1, 3, 3]))
+    groups = kwargs.pop("weight_groups", 1)
+    reductions = kwargs.pop("out_feat_scale", [0.25] * 5)
+    data: dict[str, Any] = dict(
+        _TEMPLATES[template],
+        encoder_name=encoder,
+        encoder_padding="static",
+        encoder_drop_rate={"b0": 0.2, "b1": 0.2, "b2": 0.3, "b3": 0.3, "b4": 0.4, "b5": 0.4, "b6": 0.5, "b7": 0.5}[
+            variant
+        ],
+        num_classes=int(kwargs.pop("num_classes")) if "num_classes" in kwargs else 19,
+        context_levels=int(kwargs.pop("levels", 3 if template == "hyperseg_v0_1" else 2)),
+        encoder_reductions=[float(reductions)] * 5 if isinstance(reductions, (int, float)) else list(reductions),
+        decoder_kernel_sizes=kernel_sizes,
+        decoder_channels=list(kwargs.pop("level_channels")) if template != "hyperseg_v0_1" else None,
+        decoder_expand_ratio=float(kwargs.pop("expand_ratio", 2)),
+        weight_groups=[groups] * len(kernel_sizes) if isinstance(groups, int) else list(groups),
+    )
+    if template == "hyperseg_v1_0_unify":
+        data["unify_level"] = int(kwargs.pop("unify_level"))
+    kwargs.pop("avg_pool", None)
+    return data
 
 
 _DECODER_RULES = [
@@ -244,9 +254,10 @@ def from_official(
         cfg = _config_from_name(config, state)
     else:
         cfg = _infer_config(state)
-    model = HyperSeg(cfg)
-    converted = convert_state_dict(state, model)
-    ref = model.state_dict()
+    with torch.device("meta"):  # shapes only: a config asking for huge layers allocates nothing here
+        probe = HyperSeg(cfg)
+    converted = convert_state_dict(state, probe)
+    ref = probe.state_dict()
     missing = sorted(set(ref) - set(converted))
     unexpected = sorted(set(converted) - set(ref))
     if missing or unexpected:
@@ -266,6 +277,7 @@ def from_official(
             raise OfficialCheckpointError(
                 f"{source}: tensor {key} has shape {tuple(value.shape)}, the configuration expects {tuple(ref[key].shape)}"
             )
+    model = HyperSeg(cfg)
     model.load_state_dict(converted)
     variant = _paper_variant(cfg)
     if variant is not None:

@@ -87,12 +87,12 @@ class SegmentationDataset(Dataset):
                     f"{label_path}: label size {label.shape[1]}x{label.shape[0]} differs from image "
                     f"{image_path.name} size {image.shape[1]}x{image.shape[0]}"
                 )
-            bad = (label >= self.num_classes) & (label != IGNORE_INDEX)
+            bad = ((label >= self.num_classes) | (label < 0)) & (label != IGNORE_INDEX)
             if bad.any():
                 values = np.unique(label[bad])[:5].tolist()
                 raise DataError(
-                    f"{label_path}: label values {values} are >= num_classes ({self.num_classes}) and not "
-                    f"{IGNORE_INDEX} (ignore)"
+                    f"{label_path}: label values {values} are outside 0..{self.num_classes - 1} (the "
+                    f"{self.num_classes} classes) and not {IGNORE_INDEX} (ignore)"
                 )
         return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous(), torch.from_numpy(np.array(label))
 

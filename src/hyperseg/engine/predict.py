@@ -6,6 +6,7 @@ import glob as globlib
 import os
 import queue
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
@@ -54,13 +55,13 @@ def collect_inputs(source: Union[str, Path]) -> list[Path]:
 def output_names(files: Sequence[Path]) -> list[str]:
     """One unique output name per input: its stem, then ``<stem>_<ext>`` where stems repeat
     (``scene.png`` and ``scene.jpg``), then a counter where even those repeat (same name in two folders)."""
-    stems = [p.stem for p in files]
-    names = [f"{p.stem}_{p.suffix.lstrip('.').lower()}" if stems.count(p.stem) > 1 else p.stem for p in files]
-    seen: dict[str, int] = {}
+    stems = Counter(p.stem for p in files)  # counted once: linear in the number of files
+    names = [f"{p.stem}_{p.suffix.lstrip('.').lower()}" if stems[p.stem] > 1 else p.stem for p in files]
+    totals, seen = Counter(names), Counter()
     unique = []
     for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        unique.append(name if names.count(name) == 1 else f"{name}_{seen[name]}")
+        seen[name] += 1
+        unique.append(name if totals[name] == 1 else f"{name}_{seen[name]}")
     return unique
 
 
@@ -105,6 +106,9 @@ class Predictor:
         self.runtime = load_runtime(model, runtime=runtime, precision=precision, device=device,
                                     calibration=calibration, meta=meta)
         info = self.runtime.meta
+        if self.runtime.num_classes > 256:  # labels are uint8: class 256 would be written as 0
+            raise HypersegError(f"the model predicts {self.runtime.num_classes} classes; Predictor's label maps and "
+                                f"PNGs hold 8-bit class indices, so at most 256 classes")
         self.mean, self.std = self.runtime.mean, self.runtime.std
         self.class_names = list(info.get("class_names") or [str(i) for i in range(self.runtime.num_classes)])
         palette = info.get("palette") or default_palette(self.runtime.num_classes)

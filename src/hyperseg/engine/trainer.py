@@ -35,6 +35,7 @@ from .evaluate import evaluate
 from .interrupt import StopRequest, TrainingInterrupted, ignore_stop_signals
 from .distill import DistillationLoss, Teacher
 from .losses import build_loss
+from .runlock import RunLock
 
 __all__ = ["train", "Trainer", "TrainState", "Process", "resolve_device", "build_model_for"]
 
@@ -103,6 +104,13 @@ def _logged_step(line: str) -> int:
         return sys.maxsize  # a torn last line of a killed run: dropped with the lines after the checkpoint
 
 
+def _csv_step(line: str) -> int:
+    try:
+        return int(line.split(",", 1)[0])
+    except ValueError:
+        return sys.maxsize  # a blank or torn line (an editor, a killed write): dropped
+
+
 class _Logger:
     """JSONL always, TensorBoard when installed and enabled; rank 0 only."""
 
@@ -129,7 +137,7 @@ class _Logger:
         if self.csv.exists():
             lines = self.csv.read_text().splitlines(keepends=True)
             atomic_write_text(self.csv, "".join(lines[:1] + [line for line in lines[1:]
-                                                             if int(line.split(",", 1)[0]) <= step]))
+                                                             if _csv_step(line) <= step]))
 
     def log(self, step: int, kind: str, values: dict[str, Any]) -> None:
         if not self.enabled:
@@ -183,6 +191,23 @@ def _check_resume_config(saved: dict[str, Any], cfg: RunConfig, out_dir: Path) -
                             f"a resumed run keeps its model, data, loss and teacher (start a new run in another "
                             f"train.out_dir)")
     return changes
+
+
+_SCHEDULE_KEYS = ("optim.lr", "optim.max_iters", "optim.poly_power", "optim.betas", "optim.weight_decay")
+
+
+def apply_schedule(state: "TrainState", cfg: RunConfig) -> None:
+    """Put a resumed run on the schedule ``cfg`` gives: the poly learning rate of the current step in
+    closed form (``lr * (1 - step / max_iters) ** power``), and Adam's betas and weight decay.
+    PolynomialLR computes each step's rate from the last one, so without this a longer
+    ``max_iters`` would continue from the old schedule's final rate of 0."""
+    sched, cfg_optim = state.scheduler, cfg.optim
+    sched.total_iters, sched.power = cfg_optim.max_iters, cfg_optim.poly_power
+    sched.base_lrs = [cfg_optim.lr for _ in sched.base_lrs]
+    rate = cfg_optim.lr * max(0.0, 1 - state.step / cfg_optim.max_iters) ** cfg_optim.poly_power
+    for group in state.optimizer.param_groups:
+        group.update(lr=rate, initial_lr=cfg_optim.lr, betas=tuple(cfg_optim.betas), weight_decay=cfg_optim.weight_decay)
+    sched._last_lr = [rate for _ in sched.base_lrs]
 
 
 def _prepare_run_dir(out_dir: Path, cfg: RunConfig, resumed_step: Optional[int], changes: dict[str, list]) -> None:
@@ -299,6 +324,9 @@ class Trainer:
         self.model = build_model_for(cfg, self.train_set)
         self.model.meta.update(recipe=cfg.to_dict())
         self.state = build_optimizer(cfg, self.model)
+        self.lock = RunLock(self.out_dir)
+        if resume and self.proc.main and self.out_dir.is_dir():
+            self.lock.acquire()  # before last.pt is read: two resumes of one run would both write it
         changes = self._resume() if resume else {}
         self.net = self._place_model()
         self.scaler = torch.amp.GradScaler(self.proc.device.type, enabled=self.amp_dtype == torch.float16)
@@ -310,6 +338,8 @@ class Trainer:
             if warning:
                 tqdm.write(warning, file=sys.stderr)
             _prepare_run_dir(self.out_dir, cfg, self.state.step if resume else None, changes)
+            if not resume:
+                self.lock.acquire()
         self.logger = _Logger(self.out_dir, cfg.train.tensorboard, self.proc.main)
         if resume:
             self.logger.truncate_after(self.state.step)  # lines after the checkpoint are logged again
@@ -332,6 +362,8 @@ class Trainer:
             raise HypersegError(f"--resume: {self.last_path} holds another architecture than this run's model "
                                 f"({self.cfg.model.name})") from None
         self.state.load_state_dict(ckpt["train_state"], float(ckpt["meta"].get("train_seconds", 0.0)))
+        if any(key in changes for key in _SCHEDULE_KEYS):
+            apply_schedule(self.state, self.cfg)
         return changes
 
     def _place_model(self) -> nn.Module:
@@ -488,4 +520,8 @@ class Trainer:
 
 def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) a training; returns the final validation metrics and paths."""
-    return Trainer(cfg, resume=resume).fit()
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.lock.release()

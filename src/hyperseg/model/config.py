@@ -6,16 +6,41 @@ lists, numbers, strings and None, so it can live inside a ``weights_only`` check
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from ..errors import HypersegError
 
 __all__ = ["HyperSegConfig", "PlainConfig"]
 
 
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether a plain-data ``value`` fits the annotation ``tp`` (ints count as floats, bools as neither)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Union:
+        return any(_matches(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if tp is dict or origin is dict:
+        return isinstance(value, dict)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if tp is str:
+        return isinstance(value, str)
+    return True
+
+
 class PlainConfig:
-    """A dataclass config that round-trips through a plain dict and rejects unknown keys."""
+    """A dataclass config that round-trips through a plain dict and rejects unknown keys and values of
+    the wrong type (a checkpoint's or arch string's fields are checked before anything is built)."""
 
     kind = "config"  # named in the error for an unknown key
 
@@ -24,11 +49,26 @@ class PlainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
+        if not isinstance(data, dict):
+            raise HypersegError(f"a {cls.kind} must be a mapping of fields, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise HypersegError(f"unknown {cls.kind} key(s) {unknown}; valid keys are {sorted(known)}")
         return cls(**data)
+
+    def check_types(self) -> None:
+        """Raise naming the first field whose value does not fit its annotation."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _matches(value, hints[f.name]):
+                raise HypersegError(f"{self.kind} field {f.name}={value!r:.80} does not fit its type "
+                                    f"{_type_name(hints[f.name])}")
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "") if typing.get_origin(tp) else getattr(tp, "__name__", str(tp))
 
 
 @dataclass
@@ -92,16 +132,20 @@ class HyperSegConfig(PlainConfig):
     def __post_init__(self) -> None:
         for name in ("encoder_reductions", "decoder_kernel_sizes", "decoder_channels", "weight_groups", "patch_grid"):
             value = getattr(self, name)
-            if isinstance(value, int) and name == "patch_grid":
+            if isinstance(value, int) and not isinstance(value, bool) and name == "patch_grid":
                 value = [value, value]
-            if isinstance(value, int) and name == "weight_groups":
+            if isinstance(value, int) and not isinstance(value, bool) and name == "weight_groups" \
+                    and isinstance(self.decoder_kernel_sizes, (list, tuple)):
                 value = [value] * len(self.decoder_kernel_sizes)
-            if value is not None:
+            if isinstance(value, tuple):
                 setattr(self, name, list(value))
+            elif isinstance(value, list):
+                setattr(self, name, list(value))  # a copy: the caller's list is not shared
         self.validate()
 
     def validate(self) -> None:
         """Raise ValueError with one sentence naming the first inconsistent field."""
+        self.check_types()
         # the modules own their choices; this is the one place a config is checked against them
         from .backbone import PADDING_MODES
         from .channel_division import DIVISION_RULES

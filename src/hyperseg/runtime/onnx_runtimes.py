@@ -10,12 +10,14 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import HypersegError, require
+from ..meta_schema import MAX_SIDE, check_model_meta
 from .base import Runtime, fit_input, padded_size, restore_output
 from .cache import cache_dir, cached_onnx
 from .onnx_export import read_onnx_meta
 from .torch_runtime import runtime_meta
 
-__all__ = ["OnnxRuntimeRuntime", "OpenVinoRuntime", "ConvertedRuntime", "ONNX_RUNTIMES", "onnx_file_meta"]
+__all__ = ["OnnxRuntimeRuntime", "OpenVinoRuntime", "ConvertedRuntime", "ONNX_RUNTIMES", "onnx_file_meta",
+           "check_graph", "check_logits"]
 
 _REQUIRED = ("class_names", "mean", "std")
 _log = logging.getLogger("hyperseg")
@@ -30,11 +32,49 @@ def onnx_file_meta(path: Path, overrides: Optional[dict[str, Any]] = None) -> di
     if missing:
         raise HypersegError(f"{path} has no hyperseg metadata ({', '.join(missing)} missing); export it with "
                             "`hyperseg export`, or give --mean, --std and --classes")
-    if len(meta["mean"]) != 3 or len(meta["std"]) != 3:
-        raise HypersegError(f"{path}: mean and std need 3 values each, got {meta['mean']} and {meta['std']}")
+    meta = check_model_meta(meta, str(path))
     meta.setdefault("num_classes", len(meta["class_names"]))
     meta.setdefault("precision", "fp32")
+    check_graph(path, meta)
     return meta
+
+
+def check_graph(path: Path, meta: dict[str, Any]) -> None:
+    """The graph takes one image batch (N, 3, H, W) and gives logits (N, num_classes, H', W') first, as
+    far as its stored shapes tell; anything else would run and give wrong labels."""
+    onnx = require("onnx", "onnx", "reading ONNX files")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initialised = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initialised]
+    if len(inputs) != 1:
+        raise HypersegError(f"{path}: the graph takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
+                            f"hyperseg feeds one image batch (N, 3, H, W)")
+    if not graph.output:
+        raise HypersegError(f"{path}: the graph has no output")
+
+    def dims(value_info) -> list[Optional[int]]:
+        shape = value_info.type.tensor_type.shape
+        return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim] if value_info.type.tensor_type.HasField(
+            "shape") else []
+
+    shape, out = dims(inputs[0]), dims(graph.output[0])
+    if shape and (len(shape) != 4 or shape[1] not in (None, 3)):
+        raise HypersegError(f"{path}: the input {inputs[0].name} has shape {shape}; expected (N, 3, H, W)")
+    if any(side is not None and not 32 <= side <= MAX_SIDE for side in shape[2:]):
+        raise HypersegError(f"{path}: the input size {shape[2:]} is outside 32..{MAX_SIDE} pixels a side")
+    if out and (len(out) != 4 or out[1] not in (None, meta["num_classes"])):
+        raise HypersegError(f"{path}: the first output has shape {out}; expected logits (N, {meta['num_classes']}, "
+                            f"H, W) for its {meta['num_classes']} classes")
+
+
+def check_logits(logits: np.ndarray, batch: int, num_classes: int, path: Path) -> np.ndarray:
+    """Refuse an output that is not finite (N, num_classes, H, W) logits for the batch that went in."""
+    if logits.ndim != 4 or logits.shape[0] != batch or logits.shape[1] != num_classes:
+        raise HypersegError(f"{path}: the model returned shape {tuple(logits.shape)}; expected logits "
+                            f"({batch}, {num_classes}, H, W)")
+    if not np.isfinite(logits).all():
+        raise HypersegError(f"{path}: the model returned NaN or infinite logits")
+    return logits
 
 
 def _check_precision(path: Path, stored: str, requested: Optional[str], allowed: tuple[str, ...], runtime: str) -> str:
@@ -80,7 +120,8 @@ class _OnnxFileRuntime(Runtime):
         size = tuple(x.shape[-2:])
         target = self.input_size or padded_size(size, self.size_multiple)
         fitted, how = fit_input(x.cpu(), target)
-        logits = torch.from_numpy(self.run(np.ascontiguousarray(fitted.numpy(), dtype=np.float32)))
+        out = self.run(np.ascontiguousarray(fitted.numpy(), dtype=np.float32))
+        logits = torch.from_numpy(check_logits(np.asarray(out), fitted.shape[0], self.num_classes, self.path))
         return restore_output(logits, size, how)
 
     def run(self, x: np.ndarray) -> np.ndarray:

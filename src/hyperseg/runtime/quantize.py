@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
@@ -21,6 +22,8 @@ from .base import fit_input, padded_size
 from .onnx_export import atomic_save_onnx, read_onnx_meta, write_onnx_meta
 
 __all__ = ["quantize_onnx", "calibration_files"]
+
+_log = logging.getLogger(__name__)
 
 
 def calibration_files(source: Union[str, Path], count: int) -> list[Path]:
@@ -110,11 +113,24 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
         staged = Path(tmp) / "int8.onnx"
         # names survive pre-processing, the scope metadata does not: read it from the exported file
         exclude = _nodes_in_scopes(onnx.load(str(fp32_path), load_external_data=False), float_scopes)
-        with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its histogram settings
-            quant.quantize_static(str(prepped), str(staged), reader, quant_format=quant.QuantFormat.QDQ,
-                                  nodes_to_exclude=exclude, per_channel=True,
-                                  activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
-                                  calibrate_method=methods[method], extra_options={"CalibPercentile": 99.99})
+        def calibrate(chosen: str) -> None:
+            reader.rewind()
+            with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its histogram settings
+                quant.quantize_static(str(prepped), str(staged), reader, quant_format=quant.QuantFormat.QDQ,
+                                      nodes_to_exclude=exclude, per_channel=True,
+                                      activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
+                                      calibrate_method=methods[chosen], extra_options={"CalibPercentile": 99.99})
+
+        try:
+            calibrate(method)
+        except ValueError as exc:
+            # onnxruntime's percentile histograms cannot bin an activation that is constant over the
+            # calibration images (a dead channel, an untrained model); min/max handles a zero range
+            if method != "percentile" or "bins" not in str(exc):
+                raise
+            _log.warning("percentile calibration failed (%s); calibrating with min/max instead", exc)
+            method = "minmax"
+            calibrate(method)
         proto = onnx.load(str(staged))
     write_onnx_meta(proto, {**meta, "precision": "int8",
                             "calibration": {"folder": str(calibration), "images": len(files), "method": method}})

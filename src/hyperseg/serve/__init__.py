@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import signal
 import socket
@@ -73,8 +74,8 @@ def run_server(model: Union[str, Path] = "camvid", *, host: str = "127.0.0.1", p
             raise HypersegError(f"{option} {value!r}: expected a whole number >= {low}"
                                 + (" and <= 65535" if option == "--port" else ""))
     for option, value in (("--max-upload-mb", max_upload_mb), ("--max-megapixels", max_megapixels)):
-        if not value > 0:
-            raise HypersegError(f"{option} {value!r}: expected a positive number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise HypersegError(f"{option} {value!r}: expected a positive, finite number")
     _check_port_free(host, port)
     if not is_loopback(host):
         print(f"hyperseg serve: warning: listening on {host}, reachable from other machines; the server has no "
