@@ -255,8 +255,8 @@ def test_output_names_for_many_files_are_unique_and_do_not_hang():
     script = ("from pathlib import Path; from hyperseg.engine.predict import output_names; "
               "files = [Path(f'/data/drive{i % 7}/frame_{i // 7:05d}.png') for i in range(40_000)]; "
               "names = output_names(files); assert len(set(names)) == len(files); "
-              "assert names[0] == 'frame_00000_1' and names[7] == 'frame_00001_1'")
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+              "assert names[:2] == ['frame_00000_png_1', 'frame_00000_png_2'] and names[7] == 'frame_00001_png_1'")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=180)
 
 
 def test_unwritable_output_locations_name_the_path(tmp_path):
@@ -283,8 +283,10 @@ def test_out_that_is_a_folder(tmp_path, capfd, command):
     (["check-data", "--limit", "0"], "--limit"),
 ])
 def test_negative_counts_are_refused_before_work(tiny_camvid, argv, culprit, capfd):
-    code, err = _run([*argv, "--data", tiny_camvid], capfd)
-    assert code == 2 and culprit in _error_line(err)
+    with pytest.raises(SystemExit) as exit:  # argparse refuses them, with its usage line and one error line
+        cli_main([*argv, "--data", str(tiny_camvid)])
+    err = capfd.readouterr().err
+    assert exit.value.code == 2 and culprit in _error_line(err) and "Traceback" not in err
 
 
 @pytest.mark.parametrize("option", ["--max-upload-mb", "--max-megapixels"])
@@ -296,8 +298,9 @@ def test_serve_limits_must_be_finite(option, value, capfd):
 
 
 def test_confusion_image_without_the_viz_extra_fails_before_evaluating(tiny_camvid, tmp_path, capfd, monkeypatch):
-    import hyperseg.engine.evaluate as evaluate_module
+    import hyperseg.engine.evaluate
 
+    evaluate_module = sys.modules["hyperseg.engine.evaluate"]  # the package re-exports a function of that name
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the extra were not installed
     monkeypatch.setattr(evaluate_module, "evaluate", lambda *a, **k: pytest.fail("evaluated before the check"))
     code, err = _run(["eval", "--data", tiny_camvid, "--confusion-image", tmp_path / "cm.png", "--workers", "0"], capfd)
@@ -591,7 +594,7 @@ THREE = {"class_names": ["a", "b", "c"]}
     ("second input", dict(meta=THREE, second_input=True), "takes 2 inputs"),
     ("rank 3 input", dict(meta=THREE, in_shape=(3, 64, 64)), "expected (N, 3, H, W)"),
     ("one channel", dict(meta=THREE, in_shape=(1, 1, 64, 64)), "expected (N, 3, H, W)"),
-    ("huge input", dict(meta=THREE, in_shape=(1, 3, 100000, 100000)), "outside 32..8192"),
+    ("huge input", dict(meta=THREE, in_shape=(1, 3, 100000, 100000)), "32..8192"),
     ("std 0", dict(meta={**THREE, "std": [0.0, 0.5, 0.5]}), "metadata std"),
     ("classes not a list", dict(meta={"class_names": 3}), "metadata class_names"),
     ("huge input_size", dict(meta={**THREE, "input_size": [100000, 100000]}), "metadata input_size"),
@@ -638,7 +641,7 @@ def test_more_classes_than_a_label_png_holds_is_refused(tmp_path):
     ("config", {"num_classes": "11"}, "num_classes='11' does not fit its type int"),
     ("config", {"decoder_channels": 64}, "decoder_channels=64 does not fit"),
     ("config", {"encoder_reductions": ["a"] * 5}, "encoder_reductions"),
-    ("config", [1, 2], "must be a mapping"),
+    ("config", [1, 2], "lacks a config"),
     ("meta", {"class_names": "sky"}, "metadata class_names"),
     ("meta", {"std": [0, 0, 0]}, "metadata std"),
     ("meta", ["not", "a", "dict"], "metadata is list"),
@@ -665,7 +668,7 @@ def test_checkpoint_asking_for_huge_layers_is_refused_before_allocating(tmp_path
     torch.save(ckpt, tmp_path / "huge.pt")
     script = (f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)); "
               f"from hyperseg.cli import main; sys.exit(main(['profile', {str(tmp_path / 'huge.pt')!r}]))")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "do not fit the stored config" in done.stderr and "Traceback" not in done.stderr
 
 

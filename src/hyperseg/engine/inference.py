@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..errors import HypersegError
 
-__all__ = ["predict_logits", "check_test_time_options", "input_scale"]
+__all__ = ["predict_logits", "check_test_time_options", "input_scale", "model_input_size"]
 
 MAX_SCALE = 8.0
 
@@ -57,20 +57,32 @@ def input_scale(model: nn.Module) -> float:
     return float(getattr(model, "meta", {}).get("input_scale", 1.0))
 
 
+def model_input_size(model: nn.Module, size: Sequence[int]) -> tuple[int, int]:
+    """The (H, W) a model sees an image of ``size`` at: resized by its :func:`input_scale`, never
+    below 32 px a side (the smallest a model takes) unless the image itself is smaller."""
+    base, (h, w) = input_scale(model), size
+    if base == 1:
+        return int(h), int(w)
+    return max(min(h, 32), round(h * base)), max(min(w, 32), round(w * base))
+
+
 def predict_logits(model: nn.Module, x: Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,),
-                   window: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None) -> Tensor:
+                   window: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
+                   out_size: Optional[Sequence[int]] = None) -> Tensor:
     """Class scores (B, C, H, W) for a normalised batch: the logits of a single pass, or the mean
     softmax over scales and flips when several passes are combined (argmax is what callers use).
 
     The batch is first resized by the model's :func:`input_scale`; ``scales`` are relative to that
-    size, and the logits always come back at the batch's own size.
+    size, and the logits come back at the batch's own size. A caller that already resized the
+    batch to :func:`model_input_size` gives the size the logits should come back at as ``out_size``.
     ``window``/``stride`` (H, W) switch on sliding-window inference at every scale.
     """
-    h, w = x.shape[-2:]
-    base = input_scale(model)
-    if base != 1:  # antialiased, like the training transform's downscaling
-        size = (max(min(h, 32), round(h * base)), max(min(w, 32), round(w * base)))  # 32: the smallest a model takes
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=base < 1)
+    if out_size is None:
+        out_size = tuple(x.shape[-2:])
+        seen = model_input_size(model, out_size)
+        if seen != out_size:  # antialiased, like the training transform's downscaling
+            x = F.interpolate(x, size=seen, mode="bilinear", align_corners=False, antialias=input_scale(model) < 1)
+    h, w = out_size
     num_classes = model.num_classes if hasattr(model, "num_classes") else model.module.num_classes
     total: Optional[Tensor] = None
     runs = 0

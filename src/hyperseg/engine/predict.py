@@ -23,7 +23,7 @@ from ..errors import HypersegError, require
 from ..runtime import Runtime, load_runtime
 from ..model.hyperseg import MIN_INPUT_SIZE
 from ..pretrained import DEFAULT_MODEL
-from .inference import check_test_time_options, predict_logits
+from .inference import check_test_time_options, model_input_size, predict_logits
 
 __all__ = ["Predictor", "collect_inputs", "output_names", "VIDEO_EXTENSIONS", "DEFAULT_MODEL", "DEFAULT_MAX_SIZE"]
 
@@ -123,28 +123,41 @@ class Predictor:
     def device(self) -> torch.device:
         return self.runtime.device
 
-    def preprocess(self, image: Union[np.ndarray, Image.Image, str, Path]) -> Tensor:
-        """An RGB uint8 image (array, PIL image or file) -> normalised (1, 3, H, W) float32."""
+    @staticmethod
+    def _as_array(image: Union[np.ndarray, Image.Image, str, Path]) -> np.ndarray:
         if isinstance(image, (str, Path)):
             image = read_image(image)
         elif isinstance(image, Image.Image):
             image = np.asarray(image.convert("RGB"))
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
             raise HypersegError("expected an RGB uint8 image of shape (H, W, 3)")
-        x = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1).float()
-        return torch.addcmul(self._shift, x, self._scale).unsqueeze(0)
+        return image
+
+    def _normalised(self, image: np.ndarray, size: Optional[tuple[int, int]] = None) -> Tensor:
+        """uint8 (H, W, 3) -> normalised (1, 3, h, w) float32, resized to ``size`` first (in uint8:
+        antialiased like the training transform, and on a quarter of the bytes)."""
+        x = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)
+        if size is not None and tuple(size) != tuple(x.shape[-2:]):
+            x = F.interpolate(x.unsqueeze(0), size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+        return torch.addcmul(self._shift, x.float(), self._scale).unsqueeze(0)
+
+    def preprocess(self, image: Union[np.ndarray, Image.Image, str, Path]) -> Tensor:
+        """An RGB uint8 image (array, PIL image or file) -> normalised (1, 3, H, W) float32."""
+        return self._normalised(self._as_array(image))
 
     def __call__(self, image: Union[np.ndarray, Image.Image, str, Path]) -> np.ndarray:
         """(H, W) uint8 class indices for an RGB uint8 (H, W, 3) array, PIL image or file."""
-        x = self.preprocess(image)
-        size = tuple(x.shape[-2:])
+        array = self._as_array(image)
+        size = array.shape[:2]
+        out = size  # the labels' size before any nearest-neighbour scaling back
         if self.max_size is not None and max(size) > self.max_size:
             factor = self.max_size / max(size)
-            x = F.interpolate(x, size=(max(1, round(size[0] * factor)), max(1, round(size[1] * factor))),
-                              mode="bilinear", align_corners=False, antialias=True)
+            out = (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
+        # the image goes to the size the model sees in one resize: max_size and the model's input scale
+        x = self._normalised(array, model_input_size(self.runtime, out))
         try:
             logits = predict_logits(self.runtime, x.to(self.device), flip=self.flip, scales=self.scales,
-                                    window=self.window)
+                                    window=self.window, out_size=out)
         except HypersegError as exc:
             if isinstance(image, (str, Path)):
                 raise HypersegError(f"{image}: {exc}") from None

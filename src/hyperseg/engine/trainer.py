@@ -304,6 +304,14 @@ class Trainer:
     """One run: built from a config (and its folder when resuming), trained by :meth:`fit`."""
 
     def __init__(self, cfg: RunConfig, *, resume: bool = False) -> None:
+        self.lock = RunLock(Path(cfg.train.out_dir))
+        try:
+            self._setup(cfg, resume)
+        except BaseException:
+            self.lock.release()  # a refused resume leaves the run free for the next attempt
+            raise
+
+    def _setup(self, cfg: RunConfig, resume: bool) -> None:
         self.cfg, self.proc = cfg, init_process(cfg)
         self.out_dir = Path(cfg.train.out_dir)
         self.last_path, self.best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
@@ -324,7 +332,6 @@ class Trainer:
         self.model = build_model_for(cfg, self.train_set)
         self.model.meta.update(recipe=cfg.to_dict())
         self.state = build_optimizer(cfg, self.model)
-        self.lock = RunLock(self.out_dir)
         if resume and self.proc.main and self.out_dir.is_dir():
             self.lock.acquire()  # before last.pt is read: two resumes of one run would both write it
         changes = self._resume() if resume else {}
