@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -57,7 +58,16 @@ def cached_onnx(model: nn.Module, size: tuple[int, int], precision: str, *, cali
     arch = str(getattr(model, "meta", {}).get("name") or getattr(model, "meta", {}).get("architecture") or "model")
     arch = re.sub(r"[^A-Za-z0-9_.-]", "_", arch)  # "smp:FPN" -> "smp_FPN": a file name on every system
     path = cache_dir() / f"{arch}-{size[0]}x{size[1]}-{precision}-{key}.onnx"
-    if path.is_file():
+    with _EXPORTING:  # torch's exporter is not thread-safe: serve's workers convert one at a time
+        return _make(model, path, size, precision, calibration, calibration_count)
+
+
+_EXPORTING = threading.Lock()
+
+
+def _make(model: nn.Module, path: Path, size: tuple[int, int], precision: str, calibration: Optional[str],
+          calibration_count: int) -> tuple[Path, float]:
+    if path.is_file():  # made by another thread while this one waited
         return path, 0.0
     start = time.perf_counter()
     fp32 = path if precision == "fp32" else path.with_name(path.stem + ".fp32.onnx")

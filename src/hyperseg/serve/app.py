@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..data.io import DataError, ImageTooLargeError, UnsupportedImageError, decode_image
 from ..engine.predict import DEFAULT_MAX_SIZE, Predictor
+from ..errors import HypersegError
 from .pool import InferencePool, PoolBusy, PoolNotReady
 from .upload import UploadError, read_upload
 
@@ -95,6 +96,7 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
                          workers=workers, max_queue=max_queue)
     max_bytes = int(max_upload_mb * 2**20)
     max_pixels = int(max_megapixels * 1e6)
+    uploads = [0]  # requests between their first byte and their answer (the event loop is one thread)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -153,6 +155,10 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
     async def segment(request: Request,
                       format: OutputFormat = Query(OutputFormat.png, description="png | json | overlay"),
                       alpha: float = Query(0.5, ge=0.0, le=1.0, description="overlay opacity")) -> Response:
+        if uploads[0] >= pool.workers + pool.max_queue:  # each upload holds its body in memory until it is done
+            return _error(503, f"the server is busy: {uploads[0]} uploads in progress; retry shortly",
+                          {"Retry-After": RETRY_AFTER_S})
+        uploads[0] += 1
         try:
             data, name = await read_upload(request, max_bytes)
             body, media, summary = await pool.run(_segment, data, name, format, alpha, max_pixels)
@@ -168,6 +174,10 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
             return _error(415, str(exc))
         except DataError as exc:
             return _error(400, str(exc))
+        except HypersegError as exc:  # an image the model cannot take (smaller than it accepts)
+            return _error(422, str(exc))
+        finally:
+            uploads[0] -= 1
         headers = {"X-Latency-Ms": f"{summary['latency_ms']:.2f}", "X-Image-Size": f"{summary['width']}x{summary['height']}"}
         if format is OutputFormat.json:
             info = pool.predictor.runtime

@@ -1,10 +1,16 @@
 """Reading an uploaded image from a request, in memory, within a size limit."""
 from __future__ import annotations
 
-__all__ = ["UploadError", "read_upload"]
+import asyncio
+
+__all__ = ["UploadError", "read_upload", "UPLOAD_IDLE_TIMEOUT_S", "MAX_PARTS"]
 
 # Multipart framing (boundaries, part headers) around the file; allowed on top of the file limit.
 _MULTIPART_SLACK = 64 * 1024
+# A client that sends nothing for this long is cut off (408): a stalled upload holds its body in memory.
+UPLOAD_IDLE_TIMEOUT_S = 15.0
+# A form with more parts than this is not an image upload; parsing stops there (400).
+MAX_PARTS = 16
 
 
 class UploadError(Exception):
@@ -15,7 +21,7 @@ class UploadError(Exception):
         self.status = status
 
 
-async def read_upload(request, max_bytes: int) -> tuple[bytes, str]:
+async def read_upload(request, max_bytes: int, idle_timeout: float = UPLOAD_IDLE_TIMEOUT_S) -> tuple[bytes, str]:
     """The image bytes and a name for them: a multipart form's file field, or a raw image body.
 
     The body is read into memory and never written to disk; reading stops as soon as it passes
@@ -32,11 +38,21 @@ async def read_upload(request, max_bytes: int) -> tuple[bytes, str]:
     if length is not None and length.isdigit() and int(length) > limit:
         raise UploadError(413, f"the upload is {int(length) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:g} MB")
     body = bytearray()
-    async for chunk in request.stream():
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), timeout=idle_timeout)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise UploadError(408, f"the upload stalled: nothing arrived for {idle_timeout:g} s") from None
         body += chunk
         if len(body) > limit:
             raise UploadError(413, f"the upload is over the limit of {max_bytes / 2**20:g} MB")
-    data, name = _file_part(bytes(body), content_type) if multipart else (bytes(body), "the uploaded image")
+    if multipart:  # parsing is CPU work: off the event loop, so /healthz and other requests go on
+        data, name = await asyncio.to_thread(_file_part, bytes(body), content_type)
+    else:
+        data, name = bytes(body), "the uploaded image"
     if len(data) > max_bytes:
         raise UploadError(413, f"{name} is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:g} MB")
     if not data:
@@ -55,8 +71,19 @@ def _file_part(body: bytes, content_type: str) -> tuple[bytes, str]:
     if not boundary:
         raise UploadError(400, "multipart/form-data without a boundary parameter")
     files: list = []
+    parts = [0]
+
+    def count(part=None) -> None:
+        parts[0] += 1
+        if parts[0] > MAX_PARTS:
+            raise UploadError(400, f"the multipart form has more than {MAX_PARTS} parts; send one image file")
+
+    def on_file(upload) -> None:
+        count()
+        files.append(upload)
+
     # every part stays in memory: the limit on memory-held files is above the whole body
-    parser = FormParser(mime.decode(), on_field=lambda field: None, on_file=files.append, boundary=boundary,
+    parser = FormParser(mime.decode(), on_field=count, on_file=on_file, boundary=boundary,
                         config={"MAX_MEMORY_FILE_SIZE": len(body) + 1, "UPLOAD_KEEP_FILENAME": False})
     try:
         parser.write(body)
