@@ -443,10 +443,12 @@ def test_max_size_segments_large_images_smaller_and_scales_labels_back(tmp_path)
     small = Predictor("camvid", runtime="eager", max_size=150)
     labels = small(image)
     assert labels.shape == (200, 300)
-    # oracle: the same model on the image resized to 100x150, labels upscaled by pixel repetition
+    # oracle: the same model on the image resized to 100x150 (as a uint8 image, antialiased), labels
+    # upscaled by pixel repetition
     full = Predictor("camvid", runtime="eager", max_size=None)
-    x = torch.nn.functional.interpolate(full.preprocess(image), size=(100, 150), mode="bilinear",
-                                        align_corners=False, antialias=True)
+    resized = torch.nn.functional.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None], size=(100, 150),
+                                              mode="bilinear", align_corners=False, antialias=True)
+    x = full.preprocess(resized[0].permute(1, 2, 0).numpy())
     expected = full.runtime(x).max(1).indices[0].numpy().astype(np.uint8).repeat(2, 0).repeat(2, 1)
     assert (labels == expected).mean() > 0.999
 

@@ -265,7 +265,7 @@ def from_official(
             f"{source} does not fit the configuration it names: "
             f"{len(missing)} tensors missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
         )
-    last = len(model.decoder.levels) - 1
+    last = len(probe.decoder.levels) - 1
     for key in (f"decoder.levels.{last}.bn3.weight", f"decoder.levels.{last}.bn.weight"):
         if key in converted and converted[key].numel() != cfg.num_classes:
             raise OfficialCheckpointError(
