@@ -308,6 +308,17 @@ def test_confusion_image_without_the_viz_extra_fails_before_evaluating(tiny_camv
     assert not (tmp_path / "cm.png").exists()
 
 
+@pytest.mark.parametrize("option", ["--out", "--confusion-image"])
+def test_eval_never_writes_over_a_dataset_file_even_with_overwrite(tiny_camvid, tmp_path, capfd, option):
+    root = tmp_path / "camvid"
+    shutil.copytree(tiny_camvid, root)
+    before = _snapshot(root)
+    code, err = _run(["eval", "--data", root, "--split", "val", "--workers", "0", "--runtime", "eager",
+                      option, root / "valannot" / "000.png", "--overwrite"], capfd)
+    assert code == 2 and "would replace the input" in _error_line(err)
+    assert _snapshot(root) == before
+
+
 def test_eval_refuses_to_replace_an_existing_out(tmp_path, capfd):
     out = tmp_path / "metrics.json"
     out.write_text("the user's file")
