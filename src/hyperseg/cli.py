@@ -191,12 +191,6 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     _check_output(args.out, "--out", args.overwrite, inputs=[args.model])
     _check_output(args.confusion_image, "--confusion-image", args.overwrite, inputs=[args.model])
-    if args.confusion_image:  # before the evaluation, not after it
-        from .errors import require
-
-        require("matplotlib", "viz", "--confusion-image")
-    model = load_runtime(args.model, **_runtime_options(args))
-    print(f"model: {model.describe()}", file=sys.stderr)
     dataset = _dataset_from_args(args, args.split)
     from .checkpoint import refuse_replacing_inputs
 
@@ -204,6 +198,12 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     for option, target in (("--out", args.out), ("--confusion-image", args.confusion_image)):
         if target:  # no output may be one of the dataset's files, with or without --overwrite
             refuse_replacing_inputs([Path(target)], files, option)
+    if args.confusion_image:  # before the evaluation, not after it
+        from .errors import require
+
+        require("matplotlib", "viz", "--confusion-image")
+    model = load_runtime(args.model, **_runtime_options(args))
+    print(f"model: {model.describe()}", file=sys.stderr)
     metrics = evaluate(model, dataset, batch_size=args.batch_size, workers=args.workers, progress=sys.stderr.isatty(),
                        **_tta_options(args))
     matrix = metrics.pop("confusion_matrix")
