@@ -19,6 +19,8 @@ import pytest
 from PIL import Image
 
 import hyperseg
+import torch
+from hyperseg.errors import HypersegError
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (the test extra)")
@@ -488,3 +490,61 @@ def test_two_threads_converting_at_once_both_succeed(tmp_path, monkeypatch):
         t.join(timeout=600)
     assert not errors and sorted(results) == [(64, 64), (64, 128)]
     assert all(path.is_file() for path in results.values())
+
+
+def test_prune_cache_deletes_the_least_recently_used_files_first(tmp_path):
+    from hyperseg.runtime.cache import prune_cache
+
+    sizes = {"a.onnx": 100, "b.onnx": 200, "openvino/c.blob": 300, "d.onnx": 50}  # oldest first
+    for i, (name, size) in enumerate(sizes.items()):
+        path = tmp_path / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x" * size)
+        os.utime(path, (1000 + i, 1000 + i))
+    # 650 bytes, limit 400: a (-> 550) and b (-> 350) go, oldest first; c and d stay
+    assert sorted(p.name for p in prune_cache(400, root=tmp_path)) == ["a.onnx", "b.onnx"]
+    assert sorted(p.name for p in _all_files(tmp_path)) == ["c.blob", "d.onnx"]
+    # a kept file is never deleted, even when it is the oldest and the limit is 0
+    os.utime(tmp_path / "openvino" / "c.blob", (1, 1))
+    assert [p.name for p in prune_cache(0, keep=(tmp_path / "openvino" / "c.blob",), root=tmp_path)] == ["d.onnx"]
+    assert [p.name for p in _all_files(tmp_path)] == ["c.blob"]
+
+
+def _all_files(root):
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_a_converted_model_keeps_a_bounded_number_of_sizes_in_memory_and_on_disk(tmp_path, monkeypatch):
+    """serve fed a new image size per request: memory holds a few compiled sizes, the disk cache stays
+    under HYPERSEG_CACHE_MAX_MB, and every answer still equals the PyTorch model's."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnxscript")
+    import hyperseg.runtime.onnx_runtimes as onnx_runtimes
+    from hyperseg.runtime import load_runtime
+
+    monkeypatch.setenv("HYPERSEG_CACHE", str(tmp_path))
+    monkeypatch.setattr(onnx_runtimes, "MAX_COMPILED_SIZES", 2)
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4]).eval()
+    runtime = load_runtime(model, runtime="onnxruntime")
+    one_file = None
+    for size in ((64, 64), (64, 128), (128, 64)):
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            assert torch.allclose(runtime(x), model(x), atol=1e-4)
+        one_file = one_file or sum(p.stat().st_size for p in _all_files(tmp_path))
+        monkeypatch.setenv("HYPERSEG_CACHE_MAX_MB", str(1.5 * one_file / 2**20))  # room for one file and a half
+    assert list(runtime.engines) == [(64, 128), (128, 64)]  # the least recently used size went first
+    on_disk = _all_files(tmp_path)
+    assert len(on_disk) == 1 and on_disk[0].name.startswith("hyperseg-128x64-")
+    runtime(torch.randn(1, 3, 64, 128))  # a hit moves its size to the end
+    assert list(runtime.engines) == [(128, 64), (64, 128)]
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "inf", "nan"])
+def test_a_bad_cache_limit_is_one_line_naming_the_variable(value, monkeypatch):
+    from hyperseg.runtime.cache import cache_limit_bytes
+
+    monkeypatch.setenv("HYPERSEG_CACHE_MAX_MB", value)
+    with pytest.raises(HypersegError, match="HYPERSEG_CACHE_MAX_MB"):
+        cache_limit_bytes()

@@ -3,6 +3,9 @@
 Entries are keyed by a hash of the weights, the architecture config, the input size, the
 precision, the calibration set and the versions of everything that affects the result. The
 cache lives in ``$HYPERSEG_CACHE`` (default ``~/.cache/hyperseg``); deleting it is always safe.
+It is bounded: after every conversion the least recently used files (OpenVINO's compiled blobs
+included) are deleted until the folder holds at most ``$HYPERSEG_CACHE_MAX_MB`` (2048 MB), so a
+server that meets a new image size per request cannot fill the disk.
 """
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ import os
 import re
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
@@ -22,11 +26,68 @@ from .. import __version__
 from ..errors import HypersegError
 from .onnx_export import DEFAULT_OPSET, export_onnx
 
-__all__ = ["cache_dir", "weights_digest", "cached_onnx"]
+__all__ = ["cache_dir", "cache_limit_bytes", "cache_lock", "prune_cache", "weights_digest", "cached_onnx"]
+
+DEFAULT_CACHE_MAX_MB = 2048
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("HYPERSEG_CACHE") or Path.home() / ".cache" / "hyperseg").expanduser()
+
+
+def cache_limit_bytes() -> int:
+    """``$HYPERSEG_CACHE_MAX_MB`` (a positive number of megabytes; default 2048) in bytes."""
+    raw = os.environ.get("HYPERSEG_CACHE_MAX_MB", "").strip()
+    if not raw:
+        return DEFAULT_CACHE_MAX_MB * 2**20
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = float("nan")
+    if not 0 < mb < float("inf"):
+        raise HypersegError(f"HYPERSEG_CACHE_MAX_MB={raw!r}: expected a positive, finite number of megabytes")
+    return int(mb * 2**20)
+
+
+# torch's exporter is not thread-safe, and a file must not be pruned between being found and being
+# loaded: serve's workers convert, load and prune one at a time (re-entrant: loading calls cached_onnx).
+_CACHE_LOCK = threading.RLock()
+
+
+def cache_lock() -> threading.RLock:
+    """Hold it from finding a cached file until the runtime has read it."""
+    return _CACHE_LOCK
+
+
+def _files(root: Path) -> Iterator[Path]:
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            yield Path(dirpath) / name
+
+
+def prune_cache(limit_bytes: int, *, keep: tuple[Path, ...] = (), root: Optional[Path] = None) -> list[Path]:
+    """Delete the least recently used files under ``root`` (the cache) until the rest take at most
+    ``limit_bytes``; ``keep`` is never deleted. Use is the modification time (a hit touches its
+    file). Files another process deletes meanwhile are skipped. Returns the deleted paths."""
+    root = cache_dir() if root is None else root
+    kept = {Path(p).resolve() for p in keep}
+    entries = []
+    for path in _files(root):
+        with suppress(OSError):
+            st = path.stat()
+            entries.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    deleted = []
+    for _, size, path in sorted(entries, key=lambda e: e[0]):  # oldest first
+        if total <= limit_bytes:
+            break
+        if path.resolve() in kept:
+            continue
+        with suppress(FileNotFoundError):
+            path.unlink()
+            deleted.append(path)
+        total -= size
+    return deleted
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -58,17 +119,18 @@ def cached_onnx(model: nn.Module, size: tuple[int, int], precision: str, *, cali
     arch = str(getattr(model, "meta", {}).get("name") or getattr(model, "meta", {}).get("architecture") or "model")
     arch = re.sub(r"[^A-Za-z0-9_.-]", "_", arch)  # "smp:FPN" -> "smp_FPN": a file name on every system
     path = cache_dir() / f"{arch}-{size[0]}x{size[1]}-{precision}-{key}.onnx"
-    with _EXPORTING:  # torch's exporter is not thread-safe: serve's workers convert one at a time
-        return _make(model, path, size, precision, calibration, calibration_count)
-
-
-_EXPORTING = threading.Lock()
+    with _CACHE_LOCK:
+        if path.is_file():  # a hit (perhaps made by another thread while this one waited): mark it used
+            with suppress(OSError):
+                os.utime(path)
+            return path, 0.0
+        made = _make(model, path, size, precision, calibration, calibration_count)
+        prune_cache(cache_limit_bytes(), keep=(path,))
+        return made
 
 
 def _make(model: nn.Module, path: Path, size: tuple[int, int], precision: str, calibration: Optional[str],
           calibration_count: int) -> tuple[Path, float]:
-    if path.is_file():  # made by another thread while this one waited
-        return path, 0.0
     start = time.perf_counter()
     fp32 = path if precision == "fp32" else path.with_name(path.stem + ".fp32.onnx")
     if not fp32.is_file():

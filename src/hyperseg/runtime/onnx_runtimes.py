@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 from ..errors import HypersegError, require
 from ..meta_schema import MAX_SIDE, check_model_meta
 from .base import Runtime, fit_input, padded_size, restore_output
-from .cache import cache_dir, cached_onnx
+from .cache import cache_dir, cache_lock, cached_onnx
 from .onnx_export import read_onnx_meta
 from .torch_runtime import runtime_meta
 
@@ -20,6 +21,9 @@ __all__ = ["OnnxRuntimeRuntime", "OpenVinoRuntime", "ConvertedRuntime", "ONNX_RU
            "check_graph", "check_logits"]
 
 _REQUIRED = ("class_names", "mean", "std")
+# Compiled models kept in memory per runtime object (per serve worker), one per input size: a server
+# fed many image sizes recompiles the rarely seen ones instead of growing without bound.
+MAX_COMPILED_SIZES = 4
 _log = logging.getLogger("hyperseg")
 
 
@@ -197,7 +201,7 @@ class OpenVinoRuntime(_OnnxFileRuntime):
             # A file that takes any size is compiled once per input shape: OpenVINO's kernels for a
             # known shape ran 1.9x (f32) to 2.1x (bf16) faster than its dynamic-shape ones here.
             self.dynamic = self.graph.input(0).get_partial_shape().is_dynamic
-            self.requests: dict[tuple[int, ...], Any] = {}
+            self.requests: "OrderedDict[tuple[int, ...], Any]" = OrderedDict()  # least recently used first
             if not self.dynamic:
                 self.requests[()] = self._compile(self.graph)
         except HypersegError:
@@ -210,10 +214,14 @@ class OpenVinoRuntime(_OnnxFileRuntime):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         key = tuple(x.shape) if self.dynamic else ()
-        if key not in self.requests:
+        if key in self.requests:
+            self.requests.move_to_end(key)
+        else:
             graph = self.graph.clone()
             graph.reshape({graph.input(0).get_any_name(): list(x.shape)})
             self.requests[key] = self._compile(graph)
+            while len(self.requests) > MAX_COMPILED_SIZES:  # memory does not grow with every new shape
+                self.requests.popitem(last=False)
         request = self.requests[key]
         request.infer({0: x})
         return request.get_output_tensor(0).data.copy()
@@ -238,20 +246,27 @@ class ConvertedRuntime(Runtime):
         self.model = model
         self.calibration, self.calibration_count = calibration, calibration_count
         self.size_multiple = tuple(self.meta.get("size_multiple") or (32, 32))
-        self.engines: dict[tuple[int, int], _OnnxFileRuntime] = {}
+        self.engines: "OrderedDict[tuple[int, int], _OnnxFileRuntime]" = OrderedDict()  # least recently used first
 
     def engine(self, size: tuple[int, int]) -> _OnnxFileRuntime:
-        """The compiled model for inputs of ``size`` (converted and cached on first use)."""
+        """The compiled model for inputs of ``size`` (converted and cached on first use). At most
+        :data:`MAX_COMPILED_SIZES` stay in memory, the least recently used going first."""
         target = padded_size(size, self.size_multiple)
-        if target not in self.engines:
+        if target in self.engines:
+            self.engines.move_to_end(target)
+            return self.engines[target]
+        with cache_lock():  # no other thread prunes the file between finding and reading it
             path, seconds = cached_onnx(self.model, target, "int8" if self.precision == "int8" else "fp32",
                                         calibration=self.calibration, calibration_count=self.calibration_count)
-            self.conversion_seconds += seconds
-            if seconds:
-                _log.info("converted the model for %s at %dx%d (%s) in %.1f s, cached as %s",
-                          self.name, target[0], target[1], self.precision, seconds, path)
-            self.engines[target] = self.engine_cls(path, precision=self.precision)
-        return self.engines[target]
+            engine = self.engine_cls(path, precision=self.precision)
+        self.conversion_seconds += seconds
+        if seconds:
+            _log.info("converted the model for %s at %dx%d (%s) in %.1f s, cached as %s",
+                      self.name, target[0], target[1], self.precision, seconds, path)
+        self.engines[target] = engine
+        while len(self.engines) > MAX_COMPILED_SIZES:
+            self.engines.popitem(last=False)
+        return engine
 
     def infer(self, x: Tensor) -> Tensor:
         return self.engine(tuple(x.shape[-2:])).infer(x)
