@@ -548,3 +548,51 @@ def test_a_bad_cache_limit_is_one_line_naming_the_variable(value, monkeypatch):
     monkeypatch.setenv("HYPERSEG_CACHE_MAX_MB", value)
     with pytest.raises(HypersegError, match="HYPERSEG_CACHE_MAX_MB"):
         cache_limit_bytes()
+
+
+def test_uploads_still_arriving_are_bounded_by_workers_plus_queue(reference):
+    """With --workers 1 --max-queue 0 one upload may be in progress; a second gets 503 at once,
+    and once the first finishes the server takes uploads again."""
+    import asyncio
+
+    import httpx
+
+    app = create_app("camvid", runtime="torch", workers=1, max_queue=0)
+    image_bytes = _png_bytes(reference[1])
+
+    async def scenario():
+        release = asyncio.Event()
+
+        async def slow_body():
+            yield image_bytes[:100]
+            await release.wait()  # the client is still sending
+            yield image_bytes[100:]
+
+        async with app.router.lifespan_context(app):
+            _wait_ready_pool(app)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
+                first = asyncio.create_task(client.post("/v1/segment", content=slow_body(),
+                                                        headers={"content-type": "image/png"}))
+                for _ in range(200):  # until the first upload is counted
+                    await asyncio.sleep(0.01)
+                    second = await client.post("/v1/segment", content=image_bytes,
+                                               headers={"content-type": "image/png"})
+                    if second.status_code == 503:
+                        break
+                release.set()
+                first = await first
+                third = await client.post("/v1/segment", content=image_bytes, headers={"content-type": "image/png"})
+        return first, second, third
+
+    first, second, third = asyncio.run(scenario())
+    assert second.status_code == 503 and "uploads in progress" in second.json()["error"]
+    assert second.headers["retry-after"]
+    assert first.status_code == 200 and third.status_code == 200
+
+
+def _wait_ready_pool(app, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not app.state.pool.ready.is_set():
+        assert app.state.pool.error is None and time.monotonic() < deadline, "the model did not load"
+        time.sleep(0.1)
