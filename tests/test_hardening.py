@@ -319,6 +319,22 @@ def test_eval_never_writes_over_a_dataset_file_even_with_overwrite(tiny_camvid, 
     assert _snapshot(root) == before
 
 
+def test_an_error_in_a_dataloader_worker_ends_training_with_one_line(tiny_camvid, tmp_path):
+    """The worker's error reaches the main process, which must then exit (it used to wait forever for
+    workers that ignore SIGTERM). Run as a process: the hang was at interpreter exit."""
+    root = tmp_path / "camvid"
+    shutil.copytree(tiny_camvid, root)
+    (root / "train" / "003.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    argv = [sys.executable, "-m", "hyperseg", "train", *TINY, f"data.root={root}", f"train.out_dir={tmp_path / 'run'}",
+            "data.workers=1", "optim.max_iters=20"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    except subprocess.TimeoutExpired:
+        pytest.fail("training did not exit after a DataLoader worker failed")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "003.png" in _error_line(done.stderr)
+
+
 def test_eval_refuses_to_replace_an_existing_out(tmp_path, capfd):
     out = tmp_path / "metrics.json"
     out.write_text("the user's file")

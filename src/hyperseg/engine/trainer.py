@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -487,8 +487,9 @@ class Trainer:
         bar = tqdm(total=max_iters, initial=start, disable=not self.show_progress, desc="train", dynamic_ncols=True)
         losses: list[float] = []
         seen_t, seen_n, metrics = time.time(), 0, None
-        with StopRequest() as stop:  # Ctrl-C / SIGTERM: finish the step, save, then stop
-            for images, labels in self.loader:
+        batches = iter(self.loader)
+        with StopRequest() as stop, _closing_workers(batches):  # Ctrl-C / SIGTERM: finish the step, save, stop
+            for images, labels in batches:
                 losses.append(self.forward_backward(images, labels, sync=len(losses) == accum - 1))
                 seen_n += images.shape[0] * proc.world
                 if len(losses) < accum:
@@ -523,6 +524,19 @@ class Trainer:
         best = str(self.best_path) if self.best_path.is_file() else None  # none without validation
         return {"step": state.step, "best_miou": state.best_miou, "last": str(self.last_path),
                 "best": best, "val": metrics, "rank": proc.rank}
+
+
+@contextlib.contextmanager
+def _closing_workers(batches: Iterator) -> Iterator[None]:
+    """Stops the DataLoader's worker processes when the loop ends, also on an error. Left to garbage
+    collection, an error's traceback keeps the iterator alive until exit, where multiprocessing joins
+    the workers after a SIGTERM that they ignore (:func:`ignore_stop_signals`): the process hung."""
+    try:
+        yield
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # what the iterator's __del__ calls
+        if shutdown is not None:
+            shutdown()
 
 
 def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
