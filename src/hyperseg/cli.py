@@ -202,10 +202,17 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         from .errors import require
 
         require("matplotlib", "viz", "--confusion-image")
-    model = load_runtime(args.model, **_runtime_options(args))
-    print(f"model: {model.describe()}", file=sys.stderr)
-    metrics = evaluate(model, dataset, batch_size=args.batch_size, workers=args.workers, progress=sys.stderr.isatty(),
-                       **_tta_options(args))
+    from .engine.distributed import init_process
+
+    proc = init_process(args.device)  # under torchrun: each rank scores its share, the confusion matrices are summed
+    model = load_runtime(args.model, **{**_runtime_options(args), "device": str(proc.device)})
+    if proc.main:
+        print(f"model: {model.describe()}" + (f", {proc.world} processes" if proc.distributed else ""),
+              file=sys.stderr)
+    metrics = evaluate(model, dataset, batch_size=args.batch_size, workers=args.workers,
+                       progress=sys.stderr.isatty() and proc.main, **_tta_options(args))
+    if not proc.main:  # every rank holds the same metrics; one reports them
+        return
     matrix = metrics.pop("confusion_matrix")
     width = max(len(n) for n in metrics["per_class_iou"])
     for name, iou in metrics["per_class_iou"].items():
@@ -227,11 +234,16 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from .engine.distributed import init_process
     from .engine.predict import Predictor, collect_inputs
+    from .engine.predict_job import check_output_folder, job_options, predict_job
 
     if args.max_size < 0:
         raise HypersegError(f"--max-size {args.max_size}: expected a number of pixels, or 0 for no limit")
-
+    if args.resume and args.overwrite:
+        raise HypersegError("--resume and --overwrite exclude each other: --resume keeps finished outputs, "
+                            "--overwrite redoes them")
+    out = check_output_folder(args.out)
     if args.inputs:
         files = [f for source in args.inputs for f in collect_inputs(source)]
     else:
@@ -240,21 +252,29 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         files = sorted((Path(__file__).resolve().parent / "assets").glob("*.png"))[:1]
         if not files:
             raise HypersegError("no input given and no bundled sample image found")
+    proc = init_process(args.device)
     predictor = Predictor(args.model, max_size=args.max_size or None, **_tta_options(args),
-                          **_runtime_options(args))
-    print(f"model: {predictor.runtime.describe()}", file=sys.stderr)
-    failures: list = []
-    written = predictor.predict_files(files, args.out, alpha=args.alpha, video_labels=args.video_labels,
-                                      legend=args.legend, failures=failures, progress=sys.stderr.isatty())
-    for path in written:
-        print(path)
-    if len(files) == 1 and failures:
-        raise HypersegError(failures[0][1])  # the one input given is bad: a plain input error
-    for _, message in failures:
-        print(f"hyperseg predict: skipped {message}", file=sys.stderr)
-    if failures:
-        print(f"hyperseg predict: {len(failures)} of {len(files)} inputs failed", file=sys.stderr)
-        return 2 if len(failures) == len(files) else 1  # 1: some results were written
+                          **{**_runtime_options(args), "device": str(proc.device)})
+    if proc.main:
+        print(f"model: {predictor.runtime.describe()}", file=sys.stderr)
+    options = job_options(predictor, args.model, alpha=args.alpha, legend=args.legend, video_labels=args.video_labels,
+                          batch_size=args.batch_size, calibration=args.calibration)
+    summary = predict_job(predictor, files, out, options=options, proc=proc, resume=args.resume,
+                          overwrite=args.overwrite, alpha=args.alpha, legend=args.legend,
+                          video_labels=args.video_labels, batch_size=args.batch_size, overlap=args.overlap,
+                          progress=sys.stderr.isatty())
+    if not proc.distributed:  # as it always did: the files written, one per line
+        for path in summary.written:
+            print(path)
+    if len(files) == 1 and summary.failures:
+        raise HypersegError(summary.failures[0][1])  # the one input given is bad: a plain input error
+    if proc.main:
+        for _, message in summary.failures:
+            print(f"hyperseg predict: skipped {message}", file=sys.stderr)
+        if proc.distributed or summary.skipped or summary.failures:
+            print(f"hyperseg predict: {summary.line()}", file=sys.stderr)
+    if summary.failures:
+        return 2 if summary.failed == summary.inputs - summary.skipped else 1  # 1: some results were written
     return 0
 
 
@@ -441,6 +461,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="segment images whose longer side is larger at this size, to bound memory (0: no limit)")
     _add_tta_arguments(p)
     p.add_argument("--video-labels", action="store_true", help="for videos, also write per-frame label PNGs")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted job into the same --out: finished inputs are skipped, nothing is "
+                        "overwritten, and the options must match the manifest in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every input and replace existing outputs in --out")
+    p.add_argument("--batch-size", type=_whole_number(1), default=1,
+                   help="consecutive images of one size segmented per forward pass (pays on GPUs)")
+    p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=True,
+                   help="decode and encode images in threads while the model runs (default: on)")
     _add_runtime_arguments(p)
     p.set_defaults(func=_cmd_predict)
 

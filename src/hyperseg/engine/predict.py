@@ -147,26 +147,35 @@ class Predictor:
 
     def __call__(self, image: Union[np.ndarray, Image.Image, str, Path]) -> np.ndarray:
         """(H, W) uint8 class indices for an RGB uint8 (H, W, 3) array, PIL image or file."""
-        array = self._as_array(image)
-        size = array.shape[:2]
+        try:
+            return self.segment([self._as_array(image)])[0]
+        except HypersegError as exc:
+            if isinstance(image, (str, Path)) and str(image) not in str(exc):
+                raise HypersegError(f"{image}: {exc}") from None
+            raise
+
+    def segment(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Label maps for RGB uint8 (H, W, 3) arrays. Images of one size go through the model as one
+        batch (what GPUs and batch-capable runtimes are fast at); mixed sizes go one by one. A batch
+        computes the same logits as single images up to float rounding."""
+        arrays = [self._as_array(image) for image in images]
+        if len({a.shape for a in arrays}) > 1:
+            return [label for a in arrays for label in self.segment([a])]
+        size = arrays[0].shape[:2]
         out = size  # the labels' size before any nearest-neighbour scaling back
         if self.max_size is not None and max(size) > self.max_size:
             factor = self.max_size / max(size)
             out = (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
         # the image goes to the size the model sees in one resize: max_size and the model's input scale
-        x = self._normalised(array, model_input_size(self.runtime, out))
-        try:
-            logits = predict_logits(self.runtime, x.to(self.device), flip=self.flip, scales=self.scales,
-                                    window=self.window, out_size=out)
-        except HypersegError as exc:
-            if isinstance(image, (str, Path)):
-                raise HypersegError(f"{image}: {exc}") from None
-            raise
+        seen = model_input_size(self.runtime, out)
+        x = torch.cat([self._normalised(a, seen) for a in arrays])  # (B, 3, h, w)
+        logits = predict_logits(self.runtime, x.to(self.device), flip=self.flip, scales=self.scales,
+                                window=self.window, out_size=out)
         # max().indices rather than argmax(): same labels, ~10x faster over the class dim of NCHW on CPU
-        labels = logits.max(1).indices[0].to(torch.uint8).cpu().numpy()
-        if labels.shape != size:  # segmented smaller: labels back to the image's size
-            labels = np.asarray(Image.fromarray(labels).resize((size[1], size[0]), Image.NEAREST))
-        return labels
+        labels = logits.max(1).indices.to(torch.uint8).cpu().numpy()  # (B, h, w)
+        if labels.shape[1:] != size:  # segmented smaller: labels back to the image's size
+            return [np.asarray(Image.fromarray(lab).resize((size[1], size[0]), Image.NEAREST)) for lab in labels]
+        return list(labels)
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         return self.palette[np.clip(labels, 0, len(self.palette) - 1)]
@@ -205,51 +214,105 @@ class Predictor:
         img.putpalette(flat + [0] * (768 - len(flat)))
         return img
 
+    def output_plan(self, files: Sequence[Path], out_dir: Union[str, Path]) -> dict[Path, list[Path]]:
+        """Each input's output files under ``out_dir``: ``<name>.png`` (labels) and
+        ``<name>_overlay.jpg`` for an image, ``<name>_overlay.mp4`` for a video. ``<name>`` is the
+        input's stem, made unique over all of ``files`` (see :func:`output_names`)."""
+        out = Path(out_dir)
+        return {path: [out / f"{name}_overlay.mp4"] if path.suffix.lower() in VIDEO_EXTENSIONS
+                else [out / f"{name}.png", out / f"{name}_overlay.jpg"]
+                for path, name in zip(files, output_names(files))}
+
     def predict_files(self, files: Iterable[Path], out_dir: Union[str, Path], *, alpha: float = 0.5,
                       progress: bool = True, video_labels: bool = False, legend: Optional[bool] = None,
-                      failures: Optional[list[tuple[Path, str]]] = None) -> list[Path]:
+                      failures: Optional[list[tuple[Path, str]]] = None, todo: Optional[Iterable[Path]] = None,
+                      on_done: Optional[Callable[[Path], None]] = None, batch_size: int = 1,
+                      overlap: bool = True) -> list[Path]:
         """Write ``<name>.png`` (labels) and ``<name>_overlay.jpg`` per image, or an overlay video per video.
 
-        ``<name>`` is the input's stem, made unique when stems repeat (see :func:`output_names`).
-        Refuses before writing anything if an output would replace one of the inputs. With a
-        ``failures`` list, an input that cannot be read or segmented is recorded there as
-        ``(path, message)`` and the others are still processed; without one, it raises. ``legend``
-        adds a colour legend beside image overlays (default: only when there is a single input).
+        Names come from :meth:`output_plan` over all of ``files``; only ``todo`` (default: all of
+        them) is segmented, which is how a torchrun rank does its share and a resumed job skips
+        finished inputs. Refuses before writing anything if an output would replace one of the
+        inputs. With a ``failures`` list, an input that cannot be read or segmented is recorded
+        there as ``(path, message)`` and the others are still processed; without one, it raises.
+        ``legend`` adds a colour legend beside image overlays (default: only when there is a single
+        input). ``on_done(path)`` is called once all of an input's files are in place.
+
+        With ``overlap``, images are decoded in a reader thread and encoded and written in a writer
+        thread while the model runs; ``batch_size`` consecutive images of one size are segmented as
+        one batch.
         """
         check_alpha(alpha)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise HypersegError(f"batch size {batch_size!r}: expected a whole number >= 1")
         from tqdm import tqdm
 
         out = Path(out_dir)
         files = list(files)
-        names = dict(zip(files, output_names(files)))
-        plan = {path: [out / f"{name}_overlay.mp4"] if path.suffix.lower() in VIDEO_EXTENSIONS
-                else [out / f"{name}.png", out / f"{name}_overlay.jpg"] for path, name in names.items()}
-        refuse_replacing_inputs([p for paths in plan.values() for p in paths], files, f"--out {out}")
+        plan = self.output_plan(files, out)
+        work = files if todo is None else list(todo)
+        refuse_replacing_inputs([p for path in work for p in plan[path]], files, f"--out {out}")
         out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for path in tqdm(files, desc="predict", disable=not progress or len(files) < 2):
-            targets = plan[path]
-            if path.suffix.lower() in VIDEO_EXTENSIONS:
-                labels_dir = out / f"{names[path]}_labels" if video_labels else None
-                written.append(self.predict_video(path, targets[0], alpha=alpha, labels_dir=labels_dir,
-                                                  progress=progress))
-                continue
-            try:
-                image = read_image(path)
-                labels = self(image)
-            except HypersegError as exc:
-                if failures is None:
-                    raise
-                message = str(exc)
-                failures.append((path, message if str(path) in message else f"{path}: {message}"))
-                continue
-            _save_atomic(self.label_image(labels), targets[0])
+        with_legend = legend or (legend is None and len(files) == 1)
+        completed: set[Path] = set()
+
+        def write(item: tuple[Path, np.ndarray, np.ndarray]) -> None:
+            path, image, labels = item
+            label_png, overlay_jpg = plan[path]
+            _save_atomic(self.label_image(labels), label_png)
             overlay = self.overlay(image, labels, alpha)
-            if legend or (legend is None and len(files) == 1):
-                overlay = self.with_legend(overlay, labels)
-            _save_atomic(Image.fromarray(overlay), targets[1])
-            written += targets
-        return written
+            _save_atomic(Image.fromarray(self.with_legend(overlay, labels) if with_legend else overlay), overlay_jpg)
+            completed.add(path)
+            if on_done is not None:
+                on_done(path)
+
+        def failed(path: Path, exc: HypersegError) -> None:
+            if failures is None:
+                raise exc
+            message = str(exc)
+            failures.append((path, message if str(path) in message else f"{path}: {message}"))
+
+        bar = tqdm(total=len(work), desc="predict", disable=not progress or len(work) < 2)
+        pending: list[tuple[Path, np.ndarray]] = []  # decoded images of one size, waiting for a batch
+
+        def flush(sink: Any) -> None:
+            try:
+                labels = self.segment([image for _, image in pending])
+            except HypersegError:
+                labels = None
+            for i, (path, image) in enumerate(pending):
+                if labels is None:  # the batch failed: find the image that did, one by one
+                    try:
+                        sink.put((path, image, self.segment([image])[0]))
+                    except HypersegError as exc:
+                        failed(path, exc)
+                else:
+                    sink.put((path, image, labels[i]))
+            bar.update(len(pending))
+            pending.clear()
+
+        decoded = _decode(work)
+        with (_Background(write) if overlap else _Inline(write)) as sink:
+            for path, image, error in (_prefetch(decoded) if overlap else decoded):
+                if pending and (error is not None or image is None or len(pending) == batch_size
+                                or image.shape != pending[0][1].shape):
+                    flush(sink)
+                if error is not None:
+                    failed(path, error)
+                    bar.update(1)
+                elif image is None:  # a video: decoding, inference and encoding overlap inside
+                    labels_dir = out / f"{plan[path][0].stem[: -len('_overlay')]}_labels" if video_labels else None
+                    self.predict_video(path, plan[path][0], alpha=alpha, labels_dir=labels_dir, progress=progress)
+                    completed.add(path)
+                    if on_done is not None:
+                        on_done(path)
+                    bar.update(1)
+                else:
+                    pending.append((path, image))
+            if pending:
+                flush(sink)
+        bar.close()
+        return [target for path in work if path in completed for target in plan[path]]  # in input order
 
     def predict_video(self, path: Path, out_path: Path, *, alpha: float = 0.5, labels_dir: Optional[Path] = None,
                       progress: bool = True) -> Path:
@@ -325,6 +388,32 @@ def _prefetch(items: Iterator[Any], depth: int = 4) -> Iterator[Any]:
         yield item
     if failure:
         raise failure[0]
+
+
+def _decode(paths: Iterable[Path]) -> Iterator[tuple[Path, Optional[np.ndarray], Optional[HypersegError]]]:
+    """(path, RGB uint8 image, None) per image, (path, None, error) for one that cannot be read,
+    (path, None, None) for a video (decoded later, frame by frame)."""
+    for path in paths:
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            yield path, None, None
+            continue
+        try:
+            yield path, read_image(path), None
+        except HypersegError as exc:
+            yield path, None, exc
+
+
+class _Inline:
+    """:class:`_Background`'s interface without the thread: ``fn`` runs at ``put``."""
+
+    def __init__(self, fn: Callable[[Any], None]) -> None:
+        self.put = fn
+
+    def __enter__(self) -> "_Inline":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
 
 
 class _Background:

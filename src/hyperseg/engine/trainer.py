@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import sys
 import time
 from pathlib import Path
-from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -34,6 +32,7 @@ from .config import RunConfig
 from .evaluate import evaluate
 from .interrupt import StopRequest, TrainingInterrupted, ignore_stop_signals
 from .distill import DistillationLoss, Teacher
+from .distributed import Process, init_process
 from .losses import build_loss
 from .runlock import RunLock
 
@@ -232,36 +231,6 @@ def _prepare_run_dir(out_dir: Path, cfg: RunConfig, resumed_step: Optional[int],
             f.write(json.dumps({"step": resumed_step, "changes": changes}) + "\n")
 
 
-@dataclass
-class Process:
-    """Where this process runs: its device, and its rank among the torchrun workers (0 of 1 alone)."""
-
-    device: torch.device
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_process(cfg: RunConfig) -> Process:
-    """The device, and the process group when torchrun started several processes."""
-    device = resolve_device(cfg.train.device)
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Process(device)
-    if not dist.is_initialized():
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Process(device, dist.get_rank(), dist.get_world_size())
-
-
 def seed_everything(cfg: RunConfig) -> None:
     torch.manual_seed(cfg.train.seed)
     random.seed(cfg.train.seed)  # nothing of ours draws from these two; seeded for users' own datasets
@@ -312,7 +281,7 @@ class Trainer:
             raise
 
     def _setup(self, cfg: RunConfig, resume: bool) -> None:
-        self.cfg, self.proc = cfg, init_process(cfg)
+        self.cfg, self.proc = cfg, init_process(cfg.train.device)
         self.out_dir = Path(cfg.train.out_dir)
         self.last_path, self.best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
         self.amp_dtype = _amp_dtype(cfg.train.amp, self.proc.device)

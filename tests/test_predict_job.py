@@ -1,0 +1,231 @@
+"""Many images: predict and eval sharded over torchrun (gloo on CPU), and predict --resume."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import hyperseg
+from hyperseg.cli import main as cli_main
+from hyperseg.engine.distributed import Process, shard
+from hyperseg.engine.predict import Predictor
+from hyperseg.engine.predict_manifest import MANIFEST_NAME, read_done
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    model = hyperseg.create_model("hyperseg", num_classes=11, encoder_name="tf_efficientnet_lite0",
+                                  weight_groups=[16, 16, 8, 8, 4]).eval()
+    return hyperseg.save_model(model, tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+def _images(folder: Path, count: int, size=(64, 96), seed=0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"frame_{i:03d}.png")
+    return folder
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _outputs(folder: Path) -> dict[str, str]:
+    """The label PNGs and overlays, without the manifest and the done logs."""
+    return {k: v for k, v in _hashes(folder).items() if not k.startswith(".") and k != MANIFEST_NAME}
+
+
+def _predict(args, capfd=None):
+    code = cli_main(["predict", *[str(a) for a in args]])
+    err = capfd.readouterr().err if capfd else ""
+    assert "Traceback" not in err, err
+    return code, err
+
+
+def test_shards_are_disjoint_balanced_and_cover_the_list():
+    items = list(range(11))
+    shares = [shard(items, Process(device=None, rank=r, world=3)) for r in range(3)]
+    assert sorted(sum(shares, [])) == items and [len(s) for s in shares] == [4, 4, 3]
+
+
+def test_two_processes_write_the_same_bytes_as_one(tiny_model, tmp_path):
+    inputs = _images(tmp_path / "in", 7)
+    one = subprocess.run([sys.executable, "-m", "hyperseg", "predict", inputs, "--out", tmp_path / "one",
+                          "--model", tiny_model, "--runtime", "torch"], env=_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([*TORCHRUN, "-m", "hyperseg", "predict", inputs, "--out", tmp_path / "two",
+                          "--model", tiny_model, "--runtime", "torch"], env=_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert _outputs(tmp_path / "one") == _outputs(tmp_path / "two") and len(_outputs(tmp_path / "one")) == 14
+    summaries = [line for line in two.stderr.splitlines() if "inputs segmented" in line]
+    assert len(summaries) == 1 and "7 inputs segmented" in summaries[0] and "over 2 processes" in summaries[0]
+    logs = sorted((tmp_path / "two" / ".hyperseg-predict").glob("done-*.txt"))
+    assert [len(p.read_text().splitlines()) for p in logs] == [4, 3]  # each rank did its own share
+
+
+def test_two_process_eval_equals_one_process(tiny_model, tiny_camvid, tmp_path):
+    common = ["eval", str(tiny_model), "--data", str(tiny_camvid), "--split", "train", "--workers", "0",
+              "--runtime", "torch"]
+    one = subprocess.run([sys.executable, "-m", "hyperseg", *common, "--out", str(tmp_path / "one.json")],
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([*TORCHRUN, "-m", "hyperseg", *common, "--out", str(tmp_path / "two.json")],
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert a["confusion_matrix"] == b["confusion_matrix"] and sum(map(sum, a["confusion_matrix"])) > 0
+    assert a == b
+    assert two.stdout.count("mIoU") == 1  # rank 0 alone reports
+
+
+def _rank_pid(parent: int, rank: int):
+    """The pid of the torchrun worker with RANK=rank among ``parent``'s descendants."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        if f"RANK={rank}".encode() in env and b"LOCAL_RANK=" in b"\0".join(env) and ppid != 1:
+            # a worker is torchrun's grandchild or child; check that torchrun is an ancestor
+            pid = int(proc.name)
+            ancestor = ppid
+            for _ in range(4):
+                if ancestor == parent:
+                    return pid
+                try:
+                    ancestor = int(next(line.split()[1] for line in (Path("/proc") / str(ancestor) / "status")
+                                        .read_text().splitlines() if line.startswith("PPid:")))
+                except (OSError, StopIteration):
+                    break
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
+def test_kill_9_of_one_rank_then_resume_completes_without_redoing(tiny_model, tmp_path):
+    inputs = _images(tmp_path / "in", 24, size=(384, 512))
+    reference = subprocess.run([sys.executable, "-m", "hyperseg", "predict", inputs, "--out", tmp_path / "ref",
+                                "--model", tiny_model, "--runtime", "torch"], env=_env(), capture_output=True,
+                               text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    out = tmp_path / "out"
+    argv = [*TORCHRUN, "-m", "hyperseg", "predict", inputs, "--out", out, "--model", tiny_model, "--runtime", "torch"]
+    job = subprocess.Popen([str(a) for a in argv], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True)
+    log = out / ".hyperseg-predict" / "done-1.txt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and job.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    victim = _rank_pid(job.pid, 1)
+    assert victim is not None and job.poll() is None, "rank 1 finished before it could be killed"
+    os.kill(victim, signal.SIGKILL)
+    job.communicate(timeout=300)
+    assert job.returncode != 0
+    finished_before = set(read_done(out))
+    assert 0 < len(finished_before) < 24
+    resumed = subprocess.run([str(a) for a in argv + ["--resume"]], env=_env(), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _outputs(out) == _outputs(tmp_path / "ref")  # every output, byte for byte
+    done = read_done(out)
+    assert len(done) == len(set(done)), "an input was segmented twice"
+    assert set(done) >= finished_before
+    summary = next(line for line in resumed.stderr.splitlines() if "inputs segmented" in line)
+    skipped = int(summary.split("segmented, ")[1].split(" already done")[0])
+    assert skipped >= len(finished_before)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # the killed rank's temporaries are gone
+
+
+def test_a_used_out_is_refused_without_resume_and_resume_refuses_other_options(tiny_model, tmp_path, capfd):
+    inputs = _images(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    base = [inputs, "--out", out, "--model", tiny_model, "--runtime", "torch"]
+    assert _predict(base, capfd)[0] == 0
+    before = _hashes(out)
+    for extra, words in (([], "--resume"), (["--resume", "--flip"], "flip"), (["--resume", "--alpha", "0.3"], "alpha"),
+                         (["--resume", "--runtime", "eager"], "runtime"), (["--resume", "--overwrite"], "exclude")):
+        code, err = _predict([*base, *extra] if "--runtime" not in extra else
+                             [inputs, "--out", out, "--model", tiny_model, *extra], capfd)
+        lines = [line for line in err.splitlines() if "error:" in line]
+        assert code == 2 and len(lines) == 1 and words in lines[0], err
+        assert _hashes(out) == before
+    other_inputs = _images(tmp_path / "more", 4, seed=1)
+    code, err = _predict([other_inputs, "--out", out, "--model", tiny_model, "--runtime", "torch", "--resume"], capfd)
+    assert code == 2 and "inputs differ" in err and _hashes(out) == before
+    code, err = _predict([*base, "--resume"], capfd)
+    assert code == 0 and "0 inputs segmented, 3 already done" in err and _hashes(out) == before
+
+
+def test_files_predict_did_not_write_are_never_replaced_without_overwrite(tiny_model, tmp_path, capfd):
+    inputs = _images(tmp_path / "in", 2)
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "frame_000.png").write_bytes(b"the user's own picture")
+    (out / "notes.txt").write_text("unrelated")
+    code, err = _predict([inputs, "--out", out, "--model", tiny_model, "--runtime", "torch"], capfd)
+    assert code == 2 and "--overwrite" in err and (out / "frame_000.png").read_bytes() == b"the user's own picture"
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000.png", "notes.txt"]  # nothing written at all
+    code, err = _predict([inputs, "--out", out, "--model", tiny_model, "--runtime", "torch", "--overwrite"], capfd)
+    assert code == 0 and Image.open(out / "frame_000.png").mode == "P" and (out / "notes.txt").read_text() == "unrelated"
+
+
+def test_resume_removes_only_its_own_stale_temporaries(tiny_model, tmp_path, capfd):
+    inputs = _images(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    assert _predict([inputs, "--out", out, "--model", tiny_model, "--runtime", "torch"], capfd)[0] == 0
+    (out / "frame_001_overlay.jpg").unlink()  # as if killed between the two files
+    (out / ".frame_001_overlay.jpg.k3x9q_1a.tmp").write_bytes(b"half")
+    (out / ".someone_else.jpg.abc.tmp").write_bytes(b"not ours")
+    code, err = _predict([inputs, "--out", out, "--model", tiny_model, "--runtime", "torch", "--resume"], capfd)
+    assert code == 0 and "1 inputs segmented, 1 already done" in err
+    assert (out / "frame_001_overlay.jpg").is_file() and not (out / ".frame_001_overlay.jpg.k3x9q_1a.tmp").exists()
+    assert (out / ".someone_else.jpg.abc.tmp").read_bytes() == b"not ours"
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_batches_and_overlap_give_the_labels_of_single_images(tiny_model, tmp_path, overlap):
+    inputs = _images(tmp_path / "in", 5, seed=3)
+    (tmp_path / "in" / "odd.png").write_bytes(b"not a png")  # a failure in the middle of the batch stream
+    _images(tmp_path / "in2", 1, size=(96, 64), seed=4).joinpath("frame_000.png").rename(inputs / "frame_002b.png")
+    predictor = Predictor(str(tiny_model), runtime="torch")
+    files = sorted(inputs.iterdir())
+    failures = []
+    written = predictor.predict_files(files, tmp_path / "out", batch_size=3, overlap=overlap, failures=failures,
+                                      progress=False)
+    assert [p.name for p, _ in failures] == ["odd.png"]
+    assert len(written) == 2 * 6
+    for path in files:
+        if path.name == "odd.png":
+            continue
+        expected = predictor(np.asarray(Image.open(path).convert("RGB")))  # the oracle: one image at a time
+        got = np.asarray(Image.open(tmp_path / "out" / f"{path.stem}.png"))
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_bad_batch_size_is_one_line(capfd):
+    with pytest.raises(SystemExit) as exit:  # argparse refuses it, with its usage line and one error line
+        cli_main(["predict", "--batch-size", "0"])
+    err = capfd.readouterr().err
+    assert exit.value.code == 2 and "--batch-size: 0 is out of range" in err and "Traceback" not in err
