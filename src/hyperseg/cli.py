@@ -271,7 +271,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if proc.main:
         for _, message in summary.failures:
             print(f"hyperseg predict: skipped {message}", file=sys.stderr)
-        if proc.distributed or summary.skipped or summary.failures:
+        if proc.distributed or len(files) > 1 or summary.skipped:
             print(f"hyperseg predict: {summary.line()}", file=sys.stderr)
     if summary.failures:
         return 2 if summary.failed == summary.inputs - summary.skipped else 1  # 1: some results were written

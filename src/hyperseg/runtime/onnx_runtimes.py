@@ -152,6 +152,9 @@ class OnnxRuntimeRuntime(_OnnxFileRuntime):
         # Idle workers sleep instead of spinning: spinning steals the cores from whatever runs next
         # (decoding, drawing, another model) for a latency gain we could not measure at batch 1.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # as many threads as torch was given (OMP_NUM_THREADS, torchrun's 1 per process, serve's
+        # cores / workers), not one per core in every process
+        options.intra_op_num_threads = torch.get_num_threads()
         providers = ["CPUExecutionProvider"]
         if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
@@ -195,7 +198,8 @@ class OpenVinoRuntime(_OnnxFileRuntime):
             require_openvino_bf16(core)
         core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
         self.core = core
-        self.config = {"INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY"}
+        self.config = {"INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY",
+                       "INFERENCE_NUM_THREADS": torch.get_num_threads()}  # what torch was given, as onnxruntime
         try:
             self.graph = core.read_model(str(path))
             # A file that takes any size is compiled once per input shape: OpenVINO's kernels for a
