@@ -101,3 +101,103 @@ def test_predictor_segments_or_raises_our_error(predictor, data):
         if labels is not None:
             image = read_image(path)
             assert labels.shape == image.shape[:2] and labels.max() < predictor.runtime.num_classes
+
+
+# ---------------------------------------------------------------------------- model files
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) |
+                     st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                     max_leaves=8)
+_GOOD_META = {"class_names": ["a", "b", "c"], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "num_classes": 3,
+              "size_multiple": [32, 32], "precision": "fp32", "input_scale": 1.0}
+
+
+def _tiny_onnx(path: Path, meta: dict) -> Path:
+    """A 1x1 convolution from 3 channels to 3 logits, any size, with ``meta`` as hyperseg.* properties."""
+    import json
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 3, 1, 1], np.eye(3, dtype=np.float32).reshape(-1).tolist())
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                              initializer=[weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    for key, value in meta.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = f"hyperseg.{key}", json.dumps(value) if not isinstance(value, bytes) else value.decode()
+    onnx.save(model, str(path))
+    return path
+
+
+@FUZZ
+@given(key=st.sampled_from(sorted(_GOOD_META) + ["input_size", "palette"]), value=_JSON)
+def test_onnx_metadata_of_any_type_runs_or_raises_our_error(key, value):
+    """One metadata field replaced by an arbitrary JSON value: the file is refused in one line, or runs."""
+    pytest.importorskip("onnxruntime")
+    from hyperseg.runtime import load_runtime
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _tiny_onnx(Path(tmp) / "m.onnx", {**_GOOD_META, key: value})
+        predictor = _only_our_errors(lambda: Predictor(str(path), runtime="onnxruntime"))
+        if predictor is not None:
+            labels = _only_our_errors(lambda: predictor(np.full((40, 48, 3), 100, np.uint8)))
+            assert labels is None or (labels.shape == (40, 48) and labels.max() < predictor.runtime.num_classes)
+        _only_our_errors(lambda: load_runtime(str(path), runtime="onnxruntime"))
+
+
+_ARCH_PIECES = ["hyperseg.models.hyperseg_efficientnet.hyperseg_efficientnet", "(", ")", "'efficientnet-b1'",
+                "pretrained=False", "out_nc=11", "levels=3", "kernel_sizes=[1, 1, 1, 3, 3]", "level_layers=1",
+                "expand_ratio=1", "groups=[1, 1, 1, 1, 1]", "weight_groups=[32, 16, 8, 4, 2]", "dropout=0.0",
+                "inference=False", "with_out_fc=False", "decoder_groups=1", "decoder_dropout=None",
+                "coords_res=[(512, 1024)]", ",", "=", "None", "[", "]", "1e999", "-1", "'x'", "lambda: 0", "__import__"]
+
+
+@FUZZ
+@given(pieces=st.lists(st.sampled_from(_ARCH_PIECES), max_size=14), raw=st.text(max_size=40), use_raw=st.booleans())
+def test_authors_arch_strings_parse_or_raise_our_error(pieces, raw, use_raw):
+    """Any arch string, from fragments of real ones or random text: a config, or one-line error."""
+    from hyperseg.official import config_from_arch
+
+    arch = raw if use_raw else " ".join(pieces)
+    _only_our_errors(lambda: config_from_arch(arch))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint():
+    import torch
+
+    import hyperseg
+
+    model = hyperseg.create_model("hyperseg", num_classes=3, encoder_name="tf_efficientnet_lite0",
+                                  weight_groups=[16, 16, 8, 8, 4])
+    with tempfile.TemporaryDirectory() as tmp:
+        hyperseg.save_model(model, Path(tmp) / "m.pt")
+        return torch.load(Path(tmp) / "m.pt", weights_only=True)
+
+
+@FUZZ
+@given(section=st.sampled_from(["config", "meta"]), key=st.text(max_size=12) | st.sampled_from(
+    ["num_classes", "encoder_name", "decoder_channels", "weight_groups", "decoder_kernel_sizes", "in_channels",
+     "context_levels", "patch_grid", "encoder_reductions", "class_names", "mean", "std", "input_size", "palette",
+     "input_scale", "signal_slicing", "dynamic"]), value=_JSON)
+def test_checkpoint_fields_of_any_type_load_or_raise_our_error(tiny_checkpoint, section, key, value):
+    """One config or meta field of our checkpoint replaced by an arbitrary value: it loads, or one line."""
+    import copy
+
+    import torch
+
+    from hyperseg.runtime import resolve_model
+
+    ckpt = copy.copy(tiny_checkpoint)
+    ckpt[section] = {**ckpt.get(section, {}), key: value}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.pt"
+        torch.save(ckpt, path)
+        model = _only_our_errors(lambda: resolve_model(str(path)))
+        if model is not None:
+            assert model.num_classes >= 1
