@@ -115,14 +115,10 @@ def build(name: str) -> nn.Module:
 
 
 def _timed_rounds(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
-            fns[name]()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return times
+    """Milliseconds per call of each named function, interleaved as ``hyperseg bench`` times them."""
+    from hyperseg.engine.bench import interleaved
+
+    return {name: [t * 1e3 for t in times] for name, times in zip(fns, interleaved(list(fns.values()), rounds))}
 
 
 def child(args: argparse.Namespace) -> None:

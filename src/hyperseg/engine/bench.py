@@ -26,7 +26,7 @@ from ..runtime import resolve_model
 from .inference import predict_logits
 from .predict import Predictor
 
-__all__ = ["benchmark", "machine_info", "format_report"]
+__all__ = ["benchmark", "machine_info", "format_report", "interleaved"]
 
 _ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -63,7 +63,9 @@ def _stats(times: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(ms), "min": ms[0], "p90": ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]}
 
 
-def _interleaved(fns: Sequence[Callable[[], Any]], rounds: int, sync: Callable[[], None]) -> list[list[float]]:
+def interleaved(fns: Sequence[Callable[[], Any]], rounds: int, sync: Callable[[], None] = lambda: None) -> list[list[float]]:
+    """Seconds per call of each of ``fns``, ``rounds`` times, the order alternating between rounds so
+    that drift of the machine hits every candidate alike; ``sync`` waits for the device after a call."""
     times: list[list[float]] = [[] for _ in fns]
     for r in range(rounds):
         order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
@@ -130,8 +132,8 @@ def benchmark(source: Union[str, Path, torch.nn.Module], *, size: Sequence[int] 
             for fn in fns:
                 fn()
         sync()
-    e2e_times = _interleaved(end_to_end, rounds, sync)
-    model_times = _interleaved(model_only, rounds, sync)
+    e2e_times = interleaved(end_to_end, rounds, sync)
+    model_times = interleaved(model_only, rounds, sync)
     reference = entries[0]["labels"]
     for entry, e2e, alone in zip(entries, e2e_times, model_times):
         labels = entry.pop("labels")

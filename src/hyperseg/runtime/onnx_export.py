@@ -62,14 +62,20 @@ def write_onnx_meta(model_proto: Any, meta: dict[str, Any]) -> None:
             prop.key, prop.value = _PREFIX + key, json.dumps(meta[key])
 
 
-def read_onnx_meta(path: Union[str, Path]) -> dict[str, Any]:
-    """The ``hyperseg.*`` metadata of an ONNX file (empty if it has none); the graph is not loaded."""
+def read_onnx_proto(path: Union[str, Path]) -> Any:
+    """The ONNX model in ``path`` (graph and metadata; external weight files are not read)."""
     onnx = require("onnx", "onnx", "reading ONNX files")
-    path = Path(path)
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise HypersegError(f"{path}: cannot read it as an ONNX model ({type(exc).__name__})") from None
+
+
+def read_onnx_meta(path: Union[str, Path], proto: Any = None) -> dict[str, Any]:
+    """The ``hyperseg.*`` metadata of an ONNX file (empty if it has none); ``proto``: the file, if
+    :func:`read_onnx_proto` has already read it."""
+    path = Path(path)
+    proto = read_onnx_proto(path) if proto is None else proto
     meta = {}
     for prop in proto.metadata_props:
         if prop.key.startswith(_PREFIX):

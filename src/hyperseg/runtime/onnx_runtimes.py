@@ -14,7 +14,7 @@ from ..errors import HypersegError, require
 from ..meta_schema import MAX_SIDE, check_model_meta
 from .base import Runtime, fit_input, padded_size, restore_output
 from .cache import cache_dir, cache_lock, cached_onnx
-from .onnx_export import read_onnx_meta
+from .onnx_export import read_onnx_meta, read_onnx_proto
 from .torch_runtime import runtime_meta
 
 __all__ = ["OnnxRuntimeRuntime", "OpenVinoRuntime", "ConvertedRuntime", "ONNX_RUNTIMES", "onnx_file_meta",
@@ -31,7 +31,8 @@ def onnx_file_meta(path: Path, overrides: Optional[dict[str, Any]] = None) -> di
     """The file's metadata with ``overrides`` applied; refuses files that lack what preprocessing needs."""
     if not path.is_file():
         raise HypersegError(f"{path}: file not found")
-    meta = {**read_onnx_meta(path), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    proto = read_onnx_proto(path)  # read once: the metadata and the graph's shapes
+    meta = {**read_onnx_meta(path, proto), **{k: v for k, v in (overrides or {}).items() if v is not None}}
     missing = [k for k in _REQUIRED if not meta.get(k)]
     if missing:
         raise HypersegError(f"{path} has no hyperseg metadata ({', '.join(missing)} missing); export it with "
@@ -39,15 +40,14 @@ def onnx_file_meta(path: Path, overrides: Optional[dict[str, Any]] = None) -> di
     meta = check_model_meta(meta, str(path))
     meta.setdefault("num_classes", len(meta["class_names"]))
     meta.setdefault("precision", "fp32")
-    check_graph(path, meta)
+    check_graph(path, meta, proto.graph)
     return meta
 
 
-def check_graph(path: Path, meta: dict[str, Any]) -> None:
+def check_graph(path: Path, meta: dict[str, Any], graph: Any = None) -> None:
     """The graph takes one image batch (N, 3, H, W) and gives logits (N, num_classes, H', W') first, as
     far as its stored shapes tell; anything else would run and give wrong labels."""
-    onnx = require("onnx", "onnx", "reading ONNX files")
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = read_onnx_proto(path).graph if graph is None else graph
     initialised = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initialised]
     if len(inputs) != 1:
