@@ -49,6 +49,11 @@ class TrainTransform:
         rotation: maximum rotation in degrees (VOC recipe: 30); 0 = off.
         base_scale: every image is resized by this first (a model that runs on images resized by
             0.75 trains on them resized by 0.75), the random factor on top.
+        focus_classes: class indices a crop is steered to (thin or rare classes: pole, sign...)...
+        focus_prob: ...with this probability: one of the focus classes present in the label is
+            drawn uniformly, then one of its pixels, then a crop position containing that pixel.
+            Without a focus class in the label the crop is uniform. 0 = off (and no draw is made,
+            so runs without it keep their random streams).
     """
 
     mean: Sequence[float]
@@ -61,6 +66,8 @@ class TrainTransform:
     rotation: float = 0.0
     pad_only: bool = False  # VOC: pad to crop_size (right/bottom) without cropping
     base_scale: float = 1.0
+    focus_classes: Sequence[int] = ()
+    focus_prob: float = 0.0
 
     def __call__(self, image: Tensor, label: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         img = tv_tensors.Image(image)
@@ -94,11 +101,29 @@ class TrainTransform:
                 lbl = TF.pad(lbl, [0, 0, pw, ph], fill=IGNORE_INDEX)
                 h, w = img.shape[-2:]
             if not self.pad_only:
-                top = int(torch.randint(0, h - ch + 1, (), generator=gen))
-                left = int(torch.randint(0, w - cw + 1, (), generator=gen))
+                top, left = self._crop_position(lbl[0], (ch, cw), gen)
                 img = TF.crop(img, top, left, ch, cw)
                 lbl = TF.crop(lbl, top, left, ch, cw)
         return normalize(img.as_subclass(Tensor), self.mean, self.std), lbl.as_subclass(Tensor)[0].long()
+
+
+    def _crop_position(self, label: Tensor, crop: Sequence[int], gen: torch.Generator) -> tuple[int, int]:
+        """(top, left) of the crop: uniform, or around a pixel of a focus class (see ``focus_prob``)."""
+        (h, w), (ch, cw) = label.shape, crop
+        if self.focus_prob and self.focus_classes and torch.rand((), generator=gen).item() < self.focus_prob:
+            present = [c for c in self.focus_classes if bool((label == c).any())]
+            if present:
+                cls = present[int(torch.randint(0, len(present), (), generator=gen))]
+                ys, xs = (label == cls).nonzero(as_tuple=True)
+                i = int(torch.randint(0, len(ys), (), generator=gen))
+                y, x = int(ys[i]), int(xs[i])
+                # positions whose window holds (y, x): top in [y - ch + 1, y], clipped to the image
+                top = int(torch.randint(max(0, y - ch + 1), min(y, h - ch) + 1, (), generator=gen))
+                left = int(torch.randint(max(0, x - cw + 1), min(x, w - cw) + 1, (), generator=gen))
+                return top, left
+        top = int(torch.randint(0, h - ch + 1, (), generator=gen))
+        left = int(torch.randint(0, w - cw + 1, (), generator=gen))
+        return top, left
 
 
 @dataclass

@@ -49,6 +49,8 @@ class DataSection:
     color_jitter: float = 0.0
     rotation: float = 0.0
     pad_only: bool = False
+    focus_classes: Optional[list[str]] = None  # class names crops are steered to (e.g. [pole, sign/symbol])...
+    focus_prob: float = 0.0  # ...with this probability (0: uniform crops)
     val_resize: Optional[list[int]] = None  # [H, W] the model sees at validation; logits go back to label size
     batch_size: int = 8
     val_batch_size: int = 1
@@ -211,6 +213,7 @@ _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "data.hflip": _within(0, 1),
     "data.color_jitter": _within(0, 1),
     "data.rotation": _within(0, 180),
+    "data.focus_prob": _within(0, 1),
     "data.batch_size": _at_least(1),
     "data.val_batch_size": _at_least(1),
     "data.workers": _at_least(0),

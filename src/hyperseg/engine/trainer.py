@@ -365,12 +365,23 @@ class Trainer:
         self.criterion = DistillationLoss(self.criterion, temperature=distill.temperature, weight=distill.weight)
         return teacher
 
+    def _focus_classes(self) -> list[int]:
+        """``data.focus_classes`` as indices of the training set's classes; an unknown name is an error."""
+        names = self.cfg.data.focus_classes or []
+        classes = list(self.train_set.classes)
+        unknown = [n for n in names if n not in classes]
+        if unknown:
+            raise HypersegError(f"data.focus_classes: {', '.join(map(repr, unknown))} is not a class of the "
+                                f"training set; its classes are {', '.join(classes)}")
+        return [classes.index(n) for n in names]
+
     def _make_loader(self) -> DataLoader:
         cfg, data = self.cfg, self.cfg.data
         transform = TrainTransform(mean=self.model.meta["mean"], std=self.model.meta["std"], crop_size=data.crop_size,
                                    scale_range=data.scale_range, scale_prob=data.scale_prob, hflip=data.hflip,
                                    color_jitter=data.color_jitter, rotation=data.rotation, pad_only=data.pad_only,
-                                   base_scale=cfg.model.input_scale)
+                                   base_scale=cfg.model.input_scale, focus_classes=self._focus_classes(),
+                                   focus_prob=data.focus_prob)
         sampler = StepSampler(len(self.train_set), batch_size=data.batch_size, accum_steps=cfg.optim.accum_steps,
                               seed=cfg.train.seed, start_step=self.state.step, max_steps=cfg.optim.max_iters,
                               rank=self.proc.rank, world_size=self.proc.world)
