@@ -36,10 +36,12 @@ def _read_steps(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-@pytest.mark.parametrize("distill", [False, True], ids=["plain", "distilled"])
+@pytest.mark.parametrize("distill", [False, True, "ema"], ids=["plain", "distilled", "ema"])
 def test_kill_9_then_resume_matches_uninterrupted(tiny_camvid, tmp_path, distill):
     common = ["optim.max_iters=8", "train.ckpt_interval=1", "train.val_interval=100"]
-    if distill:  # the teacher: another tiny model trained for 2 steps on the same data
+    if distill == "ema":
+        common += ["train.ema_decay=0.9"]
+    elif distill:  # the teacher: another tiny model trained for 2 steps on the same data
         teacher = subprocess.run(_train_cmd(tiny_camvid, tmp_path / "teacher", "optim.max_iters=2",
                                             "data.val_split=null", "train.seed=1"),
                                  env=_env(), capture_output=True, text=True)
@@ -73,6 +75,13 @@ def test_kill_9_then_resume_matches_uninterrupted(tiny_camvid, tmp_path, distill
     assert a["train_state"]["step"] == b["train_state"]["step"] == 8
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+    if distill == "ema":  # the moving average resumes exactly too, and ema.pt holds it
+        for key, value in a["train_state"]["ema"].items():
+            assert torch.equal(value, b["train_state"]["ema"][key]), key
+        ema = torch.load(tmp_path / "cut" / "ema.pt", weights_only=True)["state_dict"]
+        raw = b["state_dict"]
+        assert all(torch.equal(ema[k], b["train_state"]["ema"][f"module.{k}"]) for k in ema)
+        assert any(not torch.equal(ema[k], raw[k]) for k in ema if raw[k].is_floating_point())
     assert not list((tmp_path / "cut").glob(".*.tmp"))
 
 

@@ -94,6 +94,7 @@ class TrainSection:
     compile: bool = False  # torch.compile the model for the training steps (validation stays eager)
     threads: int = 0  # torch intra-op threads per process; 0 keeps torch's default (one per core)
     keep_freed_memory: bool = True  # glibc keeps freed tensors' memory for the next step (~0.75x CPU step time)
+    ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of the weights (e.g. 0.999)
     log_interval: int = 10
     val_interval: int = 200  # 0: validate only after the last step (train+val runs set data.val_split: null)
     ckpt_interval: int = 50
@@ -214,6 +215,7 @@ _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "data.color_jitter": _within(0, 1),
     "data.rotation": _within(0, 180),
     "data.focus_prob": _within(0, 1),
+    "train.ema_decay": ("in [0, 1)", lambda v: 0 <= v < 1),
     "data.batch_size": _at_least(1),
     "data.val_batch_size": _at_least(1),
     "data.workers": _at_least(0),

@@ -15,6 +15,7 @@ import torch.distributed as dist
 import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -284,6 +285,7 @@ class Trainer:
         self.cfg, self.proc = cfg, init_process(cfg.train.device)
         self.out_dir = Path(cfg.train.out_dir)
         self.last_path, self.best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
+        self.ema_path = self.out_dir / "ema.pt"
         self.amp_dtype = _amp_dtype(cfg.train.amp, self.proc.device)
         if cfg.train.sync_bn and self.proc.device.type != "cuda":
             raise HypersegError("train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
@@ -305,6 +307,7 @@ class Trainer:
             self.lock.acquire()  # before last.pt is read: two resumes of one run would both write it
         changes = self._resume() if resume else {}
         self.net = self._place_model()
+        self.ema = self._make_ema(resume)
         self.scaler = torch.amp.GradScaler(self.proc.device.type, enabled=self.amp_dtype == torch.float16)
         self.criterion = build_loss(cfg.loss.name, class_weights=cfg.loss.class_weights, k=cfg.loss.k,
                                     threshold=cfg.loss.threshold).to(self.proc.device)
@@ -338,6 +341,7 @@ class Trainer:
             raise HypersegError(f"--resume: {self.last_path} holds another architecture than this run's model "
                                 f"({self.cfg.model.name})") from None
         self.state.load_state_dict(ckpt["train_state"], float(ckpt["meta"].get("train_seconds", 0.0)))
+        self._resumed_ema = ckpt["train_state"].get("ema")
         if any(key in changes for key in _SCHEDULE_KEYS):
             apply_schedule(self.state, self.cfg)
         return changes
@@ -354,6 +358,21 @@ class Trainer:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             model = DistributedDataParallel(model, device_ids=[proc.device.index] if proc.device.type == "cuda" else None)
         return torch.compile(model) if self.cfg.train.compile else model
+
+    def _make_ema(self, resume: bool) -> Optional[AveragedModel]:
+        """With ``train.ema_decay`` > 0, the moving average of the weights (BatchNorm statistics
+        included) that validation scores and ``best.pt`` / ``ema.pt`` hold; restored on resume."""
+        decay = self.cfg.train.ema_decay
+        if not decay:
+            return None
+        ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        if resume:
+            saved = self._resumed_ema
+            if saved is None:
+                raise HypersegError(f"--resume: {self.last_path} was trained without train.ema_decay; a moving "
+                                    f"average cannot start mid-run (start a new run to use it)")
+            ema.load_state_dict(saved)
+        return ema
 
     def _make_teacher(self) -> Optional[Teacher]:
         """The frozen teacher of ``distill``, with the criterion turned into its distillation loss."""
@@ -419,12 +438,15 @@ class Trainer:
         state.optimizer.zero_grad(set_to_none=True)
         state.scheduler.step()
         state.step += 1
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     def validate(self) -> Optional[dict]:
         if self.val_set is None:
             return None
         meta = self.model.meta
-        metrics = evaluate(self.model, self.val_set, mean=meta["mean"], std=meta["std"], device=self.proc.device,
+        scored = self.ema.module if self.ema is not None else self.model  # the weights that best.pt will hold
+        metrics = evaluate(scored, self.val_set, mean=meta["mean"], std=meta["std"], device=self.proc.device,
                            batch_size=self.cfg.data.val_batch_size, amp_dtype=self.amp_dtype,
                            progress=self.show_progress, resize=self.cfg.data.val_resize)
         metrics.pop("confusion_matrix")
@@ -445,9 +467,12 @@ class Trainer:
             meta.update(val_miou=metrics["miou"], val_per_class_iou=metrics["per_class_iou"])
             state.best_miou = max(state.best_miou, metrics["miou"])
         train_state = {**state.state_dict(), "run_config": self.cfg.to_dict()}
+        if self.ema is not None:
+            train_state["ema"] = self.ema.state_dict()
+            save_model(self.ema.module, self.ema_path, meta=meta)  # the averaged weights, ready to use or ship
         save_model(self.model, self.last_path, meta=meta, extra={"train_state": train_state})
         if is_best:
-            save_model(self.model, self.best_path, meta=meta)
+            save_model(self.ema.module if self.ema is not None else self.model, self.best_path, meta=meta)
 
     def _log_step(self, losses: list[float], images_per_s: float) -> None:
         loss = torch.tensor(float(sum(losses)))
