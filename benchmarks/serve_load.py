@@ -1,6 +1,8 @@
 """Load test of `hyperseg serve` on loopback: N concurrent clients against a single-client baseline.
 
     python benchmarks/serve_load.py --clients 8 --requests 25 --runtime auto
+    python benchmarks/serve_load.py --vary-sizes 8 --cycles 3 --cache-max-mb 200
+
 
 It starts a real uvicorn server (`python -m hyperseg serve`) on a free loopback port, warms it up,
 then measures (1) one client sending its requests one after another and (2) N clients at once,
@@ -8,6 +10,13 @@ each sending M requests. It reports throughput (images/s), p50/p95 latency per r
 failed request, the server's resident memory before and after the concurrent phase, and any
 error line in the server's log. Run it on an idle machine: the numbers are ratios of phases
 measured side by side in one run.
+
+``--vary-sizes N`` tests growth instead: one client sends the image resized to N different sizes
+(each a different padded size, so each needs its own converted model), ``--cycles`` times over,
+to a server whose converted-model cache is a fresh folder bounded by ``--cache-max-mb``. After
+every cycle it reads the server's resident memory and the cache's size on disk: both must stay
+flat from cycle to cycle, since the server keeps at most a few compiled sizes in memory and the
+cache deletes its least recently used files.
 """
 from __future__ import annotations
 
@@ -20,8 +29,11 @@ import subprocess
 import sys
 import threading
 import time
+import os
+import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
 import httpx
 
@@ -41,10 +53,10 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def start_server(args: argparse.Namespace, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(args: argparse.Namespace, port: int, log_path: Path, env: Optional[dict] = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "hyperseg", "serve", "-m", args.model, "--port", str(port), "--runtime", args.runtime,
            "--workers", str(args.workers), "--max-queue", str(args.max_queue)]
-    proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 300
     while time.time() < deadline:
         try:
@@ -94,6 +106,51 @@ def phase(url: str, image: bytes, clients: int, requests: int) -> dict:
     }
 
 
+# (H, W) that pad to 8 different multiples of 64: each needs its own converted model
+VARIED_SIZES = [(360, 480), (300, 400), (420, 560), (240, 320), (480, 640), (200, 260), (330, 700), (520, 380)]
+
+
+def folder_mb(root: Path) -> float:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
+
+
+def varying_sizes(args: argparse.Namespace) -> dict:
+    """One client, ``args.vary_sizes`` image sizes in turn, ``args.cycles`` times: RSS and cache size per cycle."""
+    import io
+
+    from PIL import Image
+
+    base = Image.open(args.image).convert("RGB")
+    bodies = []
+    for h, w in VARIED_SIZES[: args.vary_sizes]:
+        buffer = io.BytesIO()
+        base.resize((w, h)).save(buffer, format="PNG")
+        bodies.append(buffer.getvalue())
+    port = free_port()
+    log_path = Path(f"/tmp/hyperseg_serve_load_{port}.log")
+    with tempfile.TemporaryDirectory(prefix="hyperseg-serve-cache-") as cache:
+        env = dict(os.environ, HYPERSEG_CACHE=cache, HYPERSEG_CACHE_MAX_MB=str(args.cache_max_mb))
+        proc = start_server(args, port, log_path, env)
+        url = f"http://127.0.0.1:{port}/v1/segment"
+        cycles, failures = [], []
+        try:
+            with httpx.Client(timeout=600) as client:
+                for cycle in range(args.cycles):
+                    start = time.perf_counter()
+                    for body in bodies:
+                        r = client.post(url, content=body, headers={"content-type": "image/png"})
+                        if r.status_code != 200:
+                            failures.append(f"{r.status_code}: {r.text[:200]}")
+                    cycles.append({"cycle": cycle + 1, "seconds": round(time.perf_counter() - start, 1),
+                                   "rss_mb": round(rss_mb(proc.pid), 1), "cache_mb": round(folder_mb(Path(cache)), 1)})
+                    print(json.dumps(cycles[-1]), flush=True)
+        finally:
+            proc.terminate()
+            exit_code = proc.wait(120)
+    return {"sizes": VARIED_SIZES[: args.vary_sizes], "cache_max_mb": args.cache_max_mb, "cycles": cycles,
+            "failed": len(failures), "failures": failures[:5], "server_exit_code": exit_code}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="camvid", help="model source (default: camvid)")
@@ -104,7 +161,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=25, help="requests per client (default: 25)")
     parser.add_argument("--image", type=Path, default=SAMPLE, help="image to send (default: the bundled sample)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument("--vary-sizes", type=int, default=0, help="test growth with this many image sizes (max 8)")
+    parser.add_argument("--cycles", type=int, default=3, help="with --vary-sizes: passes over the sizes")
+    parser.add_argument("--cache-max-mb", type=float, default=200, help="with --vary-sizes: the server's cache bound")
     args = parser.parse_args()
+    if args.vary_sizes:
+        result = varying_sizes(args)
+        print(json.dumps(result, indent=2))
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2))
+        if result["failed"] or result["server_exit_code"] != 0:
+            raise SystemExit("load test: failures (see above)")
+        return
     if args.clients > args.workers + args.max_queue:
         raise SystemExit(f"--clients {args.clients} exceeds the server's capacity ({args.workers} workers + "
                          f"{args.max_queue} queued): requests would be refused with 503 by design")
