@@ -88,7 +88,9 @@ class Predictor:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         runtime: ``"auto"`` (fastest installed), ``"torch"``, ``"onnxruntime"``, ``"openvino"``, ``"eager"``.
         precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (default: fp32, or what an ONNX file holds).
-        flip / scales / window: test-time augmentation, see ``engine.inference.predict_logits``.
+        flip: test-time horizontal flip, see ``engine.inference.predict_logits``.
+        scales: test-time scales, relative to the size the model sees.
+        window: sliding-window (H, W) for images larger than the model should see at once.
         calibration: image folder for int8 conversion of a PyTorch model.
         meta: class names / mean / std for an ONNX file without our metadata.
         max_size: images whose longer side exceeds it are segmented at that size and the labels

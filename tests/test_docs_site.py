@@ -1,0 +1,81 @@
+"""The documentation site: builds with --strict, its CLI page comes from the parser, and it opens
+in headless Chromium with no request leaving the machine."""
+import argparse
+import http.server
+import shutil
+import subprocess
+import sys
+import threading
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
+pytest.importorskip("mkdocstrings", reason="the docs extra is not installed: pip install -e '.[docs]'")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(REPO / "mkdocs.yml"),
+                           "-d", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_the_cli_page_lists_every_subcommand_and_option(site):
+    from hyperseg.cli import build_parser
+
+    page = (site / "cli" / "index.html").read_text()
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(subparsers.choices) >= 8
+    for name, sub in subparsers.choices.items():
+        assert f'id="{name}"' in page, name
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue  # -h/--help is on every usage line; hidden options stay hidden
+            for option in action.option_strings:
+                assert f"<code>{option}</code>" in page, f"{name} {option}"
+
+
+def test_the_api_page_documents_the_public_entry_points(site):
+    page = (site / "api" / "index.html").read_text()
+    for name in ("create_model", "load_model", "Predictor", "load_runtime", "evaluate"):
+        assert name in page, name
+
+
+def _system_chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("no Chromium found: install Debian's browser (apt-get install chromium) to run the site test")
+
+
+def test_the_built_site_opens_offline_in_chromium(site, tmp_path):
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+    browser_path = _system_chromium()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    outside = []
+    try:
+        with playwright_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(
+                (f"http://127.0.0.1:{port}/", "data:", "blob:")) else None)
+            for path in ("", "cli/", "api/", "authors-code/"):
+                page.goto(f"http://127.0.0.1:{port}/{path}")
+                page.wait_for_load_state("networkidle")
+                assert page.title()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.screenshot(path=str(tmp_path / "site.png"))
+            browser.close()
+    finally:
+        server.shutdown()
+    assert outside == []
