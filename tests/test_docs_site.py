@@ -69,7 +69,7 @@ def test_the_built_site_opens_offline_in_chromium(site, tmp_path):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(
                 (f"http://127.0.0.1:{port}/", "data:", "blob:")) else None)
-            for path in ("", "cli/", "api/", "authors-code/"):
+            for path in ("", "getting-started/", "deployment/", "results/", "cli/", "api/", "authors-code/"):
                 page.goto(f"http://127.0.0.1:{port}/{path}")
                 page.wait_for_load_state("networkidle")
                 assert page.title()
