@@ -459,8 +459,9 @@ def test_predict_folder_goes_on_past_bad_images(tmp_path, capfd):
     err = capfd.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert "b_broken.png" in err and "c_tiny.png" in err and "2 of 4 inputs failed" in err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "a_good.png", "a_good_overlay.jpg", "d_good.png", "d_good_overlay.jpg"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [  # the outputs, and the job's manifest
+        ".hyperseg-predict", "a_good.png", "a_good_overlay.jpg", "d_good.png", "d_good_overlay.jpg",
+        "hyperseg-predict.json"]
     assert _snapshot(photos) == before
 
 

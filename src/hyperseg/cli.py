@@ -235,7 +235,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .engine.distributed import init_process
-    from .engine.predict import Predictor, collect_inputs
+    from .engine.predict import Predictor, check_alpha, collect_inputs
     from .engine.predict_job import check_output_folder, job_options, predict_job
 
     if args.max_size < 0:
@@ -243,6 +243,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise HypersegError("--resume and --overwrite exclude each other: --resume keeps finished outputs, "
                             "--overwrite redoes them")
+    check_alpha(args.alpha)  # before anything is created
     out = check_output_folder(args.out)
     if args.inputs:
         files = [f for source in args.inputs for f in collect_inputs(source)]
@@ -271,6 +272,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if proc.main:
         for _, message in summary.failures:
             print(f"hyperseg predict: skipped {message}", file=sys.stderr)
+        if summary.failures:
+            print(f"hyperseg predict: {summary.failed} of {summary.inputs - summary.skipped} inputs failed",
+                  file=sys.stderr)
         if proc.distributed or len(files) > 1 or summary.skipped:
             print(f"hyperseg predict: {summary.line()}", file=sys.stderr)
     if summary.failures:
