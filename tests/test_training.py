@@ -36,7 +36,8 @@ def _read_steps(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-@pytest.mark.parametrize("distill", [False, True, "ema"], ids=["plain", "distilled", "ema"])
+@pytest.mark.parametrize("distill", [False, pytest.param(True, marks=pytest.mark.slow),
+                                     pytest.param("ema", marks=pytest.mark.slow)], ids=["plain", "distilled", "ema"])
 def test_kill_9_then_resume_matches_uninterrupted(tiny_camvid, tmp_path, distill):
     common = ["optim.max_iters=8", "train.ckpt_interval=1", "train.val_interval=100"]
     if distill == "ema":
@@ -85,7 +86,7 @@ def test_kill_9_then_resume_matches_uninterrupted(tiny_camvid, tmp_path, distill
     assert not list((tmp_path / "cut").glob(".*.tmp"))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM])
 def test_signal_saves_and_resume_matches_uninterrupted(tiny_camvid, tmp_path, sig):
     """Ctrl-C (to the whole process group, DataLoader worker included) or SIGTERM: step finished, saved, exit 130."""
     common = ["optim.max_iters=8", "train.ckpt_interval=100", "train.val_interval=100", "data.workers=1"]
