@@ -68,3 +68,13 @@ def tiny_camvid(tmp_path_factory):
             Image.fromarray(image).save(root / split / f"{i:03d}.png")
             Image.fromarray(label).save(root / f"{split}annot" / f"{i:03d}.png")
     return root
+
+
+def system_chromium() -> str:
+    """Debian's Chromium (or another installed Chrome), which Playwright drives; skips without one."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("no Chromium found: install Debian's browser (apt-get install chromium) to run the browser tests")

@@ -2,7 +2,6 @@
 in headless Chromium with no request leaving the machine."""
 import argparse
 import http.server
-import shutil
 import subprocess
 import sys
 import threading
@@ -49,10 +48,9 @@ def test_the_api_page_documents_the_public_entry_points(site):
 
 
 def _system_chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        if path := shutil.which(name):
-            return path
-    pytest.skip("no Chromium found: install Debian's browser (apt-get install chromium) to run the site test")
+    from conftest import system_chromium
+
+    return system_chromium()
 
 
 def test_the_built_site_opens_offline_in_chromium(site, tmp_path):

@@ -349,12 +349,9 @@ ARTIFACTS = Path(os.environ.get("HYPERSEG_TEST_ARTIFACTS", Path(__file__).resolv
 
 
 def _system_chromium():
-    import shutil
+    from conftest import system_chromium
 
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        if path := shutil.which(name):
-            return path
-    pytest.skip("no Chromium found: install Debian's browser (apt-get install chromium) to run the web-page test")
+    return system_chromium()
 
 
 def test_web_page_segments_an_uploaded_image_in_chromium(request):
@@ -589,4 +586,3 @@ def test_uploads_still_arriving_are_bounded_by_workers_plus_queue(reference):
     assert second.status_code == 503 and "uploads in progress" in second.json()["error"]
     assert second.headers["retry-after"]
     assert first.status_code == 200 and third.status_code == 200
-
