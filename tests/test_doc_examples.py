@@ -1,6 +1,8 @@
-"""Examples that cannot go stale: every bash and python block of the README runs here, or carries
-the reason it cannot (an HTML comment next to it: ``<!-- not-run: why -->``). ``<!-- needs: camvid -->``
-runs a block only where the real CamVid data is present (``HYPERSEG_SHARED``), and skips saying so."""
+"""Examples that cannot go stale: every bash and python block of the README and of the docs site runs
+here, or carries the reason it cannot (an HTML comment next to it: ``<!-- not-run: why -->``).
+``<!-- needs: camvid -->`` runs a block only where the real CamVid data is present (``HYPERSEG_SHARED``)
+and skips saying so; ``<!-- slow: why -->`` runs it only with ``-m slow`` (exports, benchmarks, a full
+evaluation). Markers sit on the lines right above the fence (several allowed) or on the line right after it."""
 import os
 import re
 import shutil
@@ -13,9 +15,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HYPERSEG_SHARED", REPO.parent / "shared"))
 SAMPLES = sorted((REPO / "src" / "hyperseg" / "assets").glob("*.png"))
-FILES = [REPO / "README.md"]
+FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```(\w*)\s*$")
-_MARK = re.compile(r"^<!--\s*(not-run|needs):\s*(.+?)\s*-->\s*$")
+_MARK = re.compile(r"^<!--\s*(not-run|needs|slow):\s*(.+?)\s*-->\s*$")
 
 
 def blocks(path: Path) -> list[dict]:
@@ -28,9 +30,13 @@ def blocks(path: Path) -> list[dict]:
             i += 1
             continue
         end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-        marks = [m for k in (i - 1, i - 2, end + 1) if 0 <= k < len(lines) and (m := _MARK.match(lines[k]))]
+        above = i - 1  # the markers right above the fence, up to the first line that is not one
+        while above >= 0 and _MARK.match(lines[above]):
+            above -= 1
+        marks = {m.group(1): m.group(2) for k in (*range(above + 1, i), end + 1)
+                 if k < len(lines) and (m := _MARK.match(lines[k]))}
         found.append({"lang": start.group(1), "code": "\n".join(lines[i + 1 : end]), "line": i + 1,
-                      "mark": (marks[0].group(1), marks[0].group(2)) if marks else None})
+                      "marks": marks})
         i = end + 1
     return found
 
@@ -39,12 +45,29 @@ def _examples():
     for path in FILES:
         for block in blocks(path):
             if block["lang"] in ("bash", "python"):
-                yield pytest.param(block, id=f"{path.name}:{block['line']}")
+                slow = [pytest.mark.slow] if "slow" in block["marks"] else []
+                yield pytest.param(block, id=f"{path.name}:{block['line']}", marks=slow)
 
 
-def test_the_readme_has_its_blocks():
-    counted = list(_examples())
-    assert len(counted) >= 5  # the collector finds them (a fence regex that matched nothing would pass below)
+def test_the_collector_finds_the_blocks_of_every_page():
+    counted = [p.id.split(":")[0] for p in _examples()]
+    # a fence regex that matched nothing would let every test below pass
+    assert counted.count("README.md") >= 4 and counted.count("deployment.md") >= 5 and len(counted) >= 30
+
+
+def test_marker_lines_are_read_before_and_after_a_fence(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("<!-- needs: camvid -->\n<!-- slow: a full evaluation -->\n```bash\necho hi\n```\n"
+                    "\n```python\nprint(1)\n```\n<!-- not-run: needs your own data -->\n\n```bash\nls\n```\n")
+    assert [b["marks"] for b in blocks(page)] == [
+        {"needs": "camvid", "slow": "a full evaluation"}, {"not-run": "needs your own data"}, {}]
+
+
+def test_every_marker_is_one_the_collector_knows():
+    for path in FILES:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if line.startswith("<!--") and any(k in line for k in ("run", "needs", "slow")):
+                assert _MARK.match(line), f"{path.name}:{n}: unknown example marker {line!r}"
 
 
 @pytest.fixture
@@ -65,11 +88,12 @@ def workspace(tmp_path):
 
 @pytest.mark.parametrize("block", list(_examples()))
 def test_example_runs_or_says_why_not(block, workspace):
-    mark = block["mark"]
-    if mark and mark[0] == "not-run":
-        assert len(mark[1]) > 10, "a not-run block needs a reason"
-        pytest.skip(f"not run here: {mark[1]}")
-    if mark and mark[0] == "needs" and mark[1] == "camvid" and not (workspace / "data" / "camvid").exists():
+    marks = block["marks"]
+    if "not-run" in marks:
+        assert len(marks["not-run"]) > 10, "a not-run block needs a reason"
+        pytest.skip(f"not run here: {marks['not-run']}")
+    assert marks.get("needs", "camvid") == "camvid", f"line {block['line']}: unknown need {marks['needs']!r}"
+    if "needs" in marks and not (workspace / "data" / "camvid").exists():
         pytest.skip(f"needs CamVid at {SHARED / 'data' / 'camvid'} (set HYPERSEG_SHARED)")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
