@@ -44,9 +44,9 @@ def _levels(n: int, channels=(64, 32, 16, 16, 16), groups=(64, 32, 32, 16, 8)) -
             "weight_groups": list(groups)[:n]}
 
 
-def _hyperseg(encoder: str, levels: int = 5, scale: float = 1.0, **decoder: Any) -> dict[str, Any]:
+def _hyperseg(encoder: str, levels: int = 5, scale: float = 1.0, padding: str = "image", **decoder: Any) -> dict[str, Any]:
     options = {"encoder_name": f"tf_efficientnet_{encoder}", "encoder_reductions": [0.25] * 5,
-               "signal_slicing": "partition", **_levels(levels, **decoder)}
+               "signal_slicing": "partition", "context_padding": padding, **_levels(levels, **decoder)}
     return {"family": "hyperseg", "options": options, "scale": scale}
 
 
@@ -72,6 +72,12 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "lite0_4lv@0.75": _hyperseg("lite0", 4, 0.75),
     "lite0_4lv@0.667": _hyperseg("lite0", 4, 2 / 3),
     "lite0_3lv@0.8": _hyperseg("lite0", 3, 0.8),
+    # "+fp": context_padding="features", the image padded to multiples of 32 only (288x384 stays
+    # 288x384; 360x480 becomes 384x480 rather than 384x512), the head's input map to its multiple
+    "camvid+fp": _hyperseg("lite2", padding="features"),
+    "lite0_4lv@0.8+fp": _hyperseg("lite0", 4, 0.8, padding="features"),
+    "lite0_4lv@0.75+fp": _hyperseg("lite0", 4, 0.75, padding="features"),
+    "lite0_4lv+fp": _hyperseg("lite0", 4, padding="features"),
     "peer:lraspp_mobilenet_v3_large": {"family": "torchvision", "builder": "lraspp_mobilenet_v3_large"},
     "peer:deeplabv3_mobilenet_v3_large": {"family": "torchvision", "builder": "deeplabv3_mobilenet_v3_large"},
     "peer:smp_fpn_lite0": {"family": "smp", "arch": "FPN", "encoder": "tu-tf_efficientnet_lite0"},

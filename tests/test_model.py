@@ -235,3 +235,46 @@ def test_pretrained_backbone_from_local_timm_file(tmp_path):
     assert model.meta["pretrained_backbone"].endswith("lite0.pth")
     with pytest.raises(ValueError, match="does not fit encoder"):
         hyperseg.create_model("hyperseg", encoder_name="resnet18", pretrained_backbone=str(tmp_path / "lite0.pth"))
+
+
+def _pair_of_paddings():
+    """The same weights with context_padding "image" (the authors' sizes) and "features"."""
+    image = _calibrated(hyperseg.create_model("hyperseg_m_cityscapes", num_classes=5))
+    features = hyperseg.create_model("hyperseg_m_cityscapes", num_classes=5, context_padding="features").eval()
+    features.load_state_dict(image.state_dict())
+    return image, features
+
+
+def test_context_padding_features_agrees_exactly_on_the_authors_sizes():
+    image, features = _pair_of_paddings()
+    assert (image.size_multiple, features.size_multiple) == ((64, 64), (32, 32))
+    with torch.no_grad():
+        for size in [(64, 128), (128, 192)]:
+            x = torch.randn(1, 3, *size)
+            assert torch.equal(image(x), features(x))
+
+
+def test_context_padding_features_pads_only_the_head_input():
+    """Oracle: the parts run by hand, with the image unpadded and only the stride-32 map (3 x 5 for
+    96 x 160) replicated to the head's multiple (4 x 6) and the signal cropped back."""
+    image, features = _pair_of_paddings()
+    x = torch.randn(1, 3, 96, 160)
+    with torch.no_grad():
+        feats, head = features.backbone(x)
+        assert head.shape[-2:] == (3, 5)
+        padded = torch.cat([head, head[..., -1:, :]], dim=-2)
+        padded = torch.cat([padded, padded[..., -1:]], dim=-1)
+        signal = features.context_head(padded)[..., :3, :5]
+        skips = (list(reversed(feats)) + [x])[: len(features.decoder.levels)]
+        logits = features.decoder(skips, features.weight_mapper(signal))
+        expected = torch.nn.functional.interpolate(logits, size=(96, 160), mode="bilinear", align_corners=False)
+        got = features(x)
+        assert torch.allclose(got, expected, atol=1e-5)
+        assert not torch.allclose(got, image(x), atol=1e-3)  # "image" pads the image to 128 x 192
+
+
+def test_context_padding_is_checked():
+    from hyperseg.errors import HypersegError
+
+    with pytest.raises(HypersegError, match="context_padding must be one of"):
+        hyperseg.create_model("hyperseg_m_cityscapes", context_padding="edges")

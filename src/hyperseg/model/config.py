@@ -89,6 +89,12 @@ class HyperSegConfig(PlainConfig):
         encoder_head_channels: width of an added head conv for non-EfficientNet encoders.
         context_head: ``"v1_0"`` (halving nested U-Net) or ``"v0_1"`` (full-width, VOC model).
         context_levels: depth of the context head's U-Net.
+        context_padding: where an input whose stride-32 map the context head's U-Net cannot halve
+            ``context_levels - 1`` times is padded: ``"image"`` pads the image to a multiple of
+            ``32 * 2 ** (context_levels - 1)`` (the authors' sizes; every layer runs on the padding),
+            ``"features"`` pads the image to a multiple of 32 only and the head's input map to the
+            head's multiple (only the head runs on padding, which is cheaper: 288 rows stay 288, not 320).
+            The two agree exactly on sizes that are already multiples of the head's.
         decoder_kernel_sizes: 1 = pointwise meta block, k = inverted residual with k x k dw;
             its length is the number of decoder levels (5, or 6 to add a full-resolution level).
         decoder_channels: output channels per level (the last level outputs ``num_classes``);
@@ -117,6 +123,7 @@ class HyperSegConfig(PlainConfig):
     encoder_head_channels: Optional[int] = None
     context_head: str = "v1_0"
     context_levels: int = 2
+    context_padding: str = "image"
     decoder_kernel_sizes: list[int] = field(default_factory=lambda: [1, 1, 1, 3, 3])
     decoder_channels: Optional[list[int]] = field(default_factory=lambda: [64, 32, 16, 16, 16])
     decoder_expand_ratio: float = 2.0
@@ -149,13 +156,14 @@ class HyperSegConfig(PlainConfig):
         # the modules own their choices; this is the one place a config is checked against them
         from .backbone import PADDING_MODES
         from .channel_division import DIVISION_RULES
-        from .context_head import CONTEXT_HEADS
+        from .context_head import CONTEXT_HEADS, CONTEXT_PADDING
         from .decoder.meta_blocks import WINDOW_MODES
         from .weight_mapper import SIGNAL_SLICING
 
         choices = {
             "encoder_padding": PADDING_MODES,
             "context_head": tuple(CONTEXT_HEADS),
+            "context_padding": CONTEXT_PADDING,
             "decoder_window": WINDOW_MODES,
             "signal_slicing": SIGNAL_SLICING,
             "channel_division": DIVISION_RULES,

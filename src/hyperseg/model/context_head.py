@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import HypersegError
 
-__all__ = ["ContextHead", "FlatContextHead", "CONTEXT_HEADS"]
+__all__ = ["ContextHead", "FlatContextHead", "CONTEXT_HEADS", "CONTEXT_PADDING"]
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, relu: bool = True) -> nn.Sequential:
@@ -33,6 +33,10 @@ def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride:
 
 def _global_mean(x: Tensor) -> Tensor:
     return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+
+
+# Where an input the head cannot halve is padded (HyperSegConfig.context_padding).
+CONTEXT_PADDING = ("image", "features")
 
 
 class ContextHead(nn.Module):

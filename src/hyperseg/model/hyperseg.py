@@ -108,7 +108,7 @@ class HyperSeg(nn.Module):
         cfg = self.config
         if not cfg.dynamic:
             return 32, 32
-        base = 32 * 2 ** (cfg.context_levels - 1)
+        base = 32 if cfg.context_padding == "features" else 32 * 2 ** (cfg.context_levels - 1)
         if cfg.patch_grid is None:
             return base, base
         gh, gw = cfg.patch_grid
@@ -150,7 +150,9 @@ class HyperSeg(nn.Module):
         if self.context_head is None:
             weights = self.weight_mapper(x.shape[0])
         else:
-            signal = self.context_head(head)  # (B, signal_channels, H/32, W/32)
+            # (B, signal_channels, H/32, W/32); padded only here when context_padding is "features"
+            head_multiple = 2 ** (self.config.context_levels - 1)
+            signal = run_padded(self.context_head, head, (head_multiple, head_multiple))
             if self.config.patch_grid is not None:
                 signal = F.adaptive_avg_pool2d(signal, tuple(self.config.patch_grid))
             weights = self.weight_mapper(signal)
