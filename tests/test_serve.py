@@ -586,3 +586,45 @@ def test_uploads_still_arriving_are_bounded_by_workers_plus_queue(reference):
     assert second.status_code == 503 and "uploads in progress" in second.json()["error"]
     assert second.headers["retry-after"]
     assert first.status_code == 200 and third.status_code == 200
+
+
+def test_an_isolated_conversion_runs_in_a_child_process_and_gives_the_same_model(tmp_path, monkeypatch):
+    """serve converts in a child (its memory goes when the child exits). Oracle for "in a child": the
+    parent's converter is replaced by one that fails, and the conversion still succeeds; the file
+    computes the PyTorch model's logits; an error in the child comes back as the same one line."""
+    ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnxscript")
+    import hyperseg.runtime.cache as cache
+    from hyperseg.runtime.onnx_export import ExportError
+
+    monkeypatch.setenv("HYPERSEG_CACHE", str(tmp_path))
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4]).eval()
+
+    def in_the_parent(*args):
+        raise AssertionError("the conversion ran in the parent process")
+
+    monkeypatch.setattr(cache, "_convert", in_the_parent)
+    cache.isolate_conversions(True)
+    try:
+        path, _ = cache.cached_onnx(model, (64, 128), "fp32")
+        with pytest.raises(ExportError, match="too small"):
+            cache.cached_onnx(model, (16, 16), "fp32")
+    finally:
+        cache.isolate_conversions(False)
+    x = torch.randn(1, 3, 64, 128)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=1e-4)
+
+
+def test_the_server_isolates_conversions_while_it_runs():
+    import hyperseg.runtime.cache as cache
+
+    app = create_app("camvid", runtime="torch")
+    app.state.pool.load()  # loaded here: no loader thread outlives the test
+    assert not cache._ISOLATED[0]
+    with TestClient(app):
+        assert cache._ISOLATED[0]
+    assert not cache._ISOLATED[0]  # a process that ran a server in-process converts in-process again

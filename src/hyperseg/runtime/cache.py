@@ -6,13 +6,21 @@ cache lives in ``$HYPERSEG_CACHE`` (default ``~/.cache/hyperseg``); deleting it 
 It is bounded: after every conversion the least recently used files (OpenVINO's compiled blobs
 included) are deleted until the folder holds at most ``$HYPERSEG_CACHE_MAX_MB`` (2048 MB), so a
 server that meets a new image size per request cannot fill the disk.
+
+A long-lived process (``serve``) calls :func:`isolate_conversions`: each conversion then runs in a
+fresh child process that exits when the file is written. torch's exporter keeps a few MB per
+export that no cache reset fully returns (graphs, guards, allocator fragmentation); in a child
+they go with it, so the server's memory stays flat however many sizes it meets.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import pickle
 import re
+import subprocess
+import sys
 import threading
 import time
 from contextlib import suppress
@@ -26,9 +34,16 @@ from .. import __version__
 from ..errors import HypersegError
 from .onnx_export import DEFAULT_OPSET, export_onnx
 
-__all__ = ["cache_dir", "cache_limit_bytes", "cache_lock", "prune_cache", "weights_digest", "cached_onnx"]
+__all__ = ["cache_dir", "cache_limit_bytes", "cache_lock", "prune_cache", "weights_digest", "cached_onnx",
+           "isolate_conversions"]
 
 DEFAULT_CACHE_MAX_MB = 2048
+_ISOLATED = [False]  # set once by a long-lived process; read by every conversion
+
+
+def isolate_conversions(enabled: bool = True) -> None:
+    """Run every later conversion (export, and quantisation for int8) in a child process."""
+    _ISOLATED[0] = enabled
 
 
 def cache_dir() -> Path:
@@ -131,6 +146,44 @@ def cached_onnx(model: nn.Module, size: tuple[int, int], precision: str, *, cali
 
 def _make(model: nn.Module, path: Path, size: tuple[int, int], precision: str, calibration: Optional[str],
           calibration_count: int) -> tuple[Path, float]:
+    if not _ISOLATED[0]:
+        return _convert(model, path, size, precision, calibration, calibration_count)
+    # A fresh interpreter (not fork: the parent has threads, a server's workers, and a forked child
+    # could inherit a lock one of them holds; not multiprocessing's spawn, which re-runs the parent's
+    # main module). The job goes in and the result or the error comes back pickled: the model is ours,
+    # in memory, never read from a file. The child is gone when it returns, taking its memory along.
+    try:
+        job = pickle.dumps((model, path, size, precision, calibration, calibration_count))
+    except Exception:  # a user's module that cannot be pickled (a lambda inside): convert here instead
+        return _convert(model, path, size, precision, calibration, calibration_count)
+    done = subprocess.run([sys.executable, "-c", "from hyperseg.runtime.cache import _child; _child()"],
+                          input=job, capture_output=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        ok, value = pickle.loads(done.stdout)
+    except Exception:  # the child died before answering (killed, out of memory)
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        raise HypersegError(f"converting the model for {size[0]}x{size[1]} failed in its child process "
+                            f"(exit code {done.returncode}): {tail[0]}") from None
+    if not ok:
+        raise value
+    return value
+
+
+def _child() -> None:
+    """The child's side of an isolated conversion: a pickled job on stdin, (ok, result or error) on stdout."""
+    job = pickle.loads(sys.stdin.buffer.read())
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # anything the exporter prints stays out of the answer
+    try:
+        answer = (True, _convert(*job))
+    except HypersegError as exc:
+        answer = (False, exc)
+    out.write(pickle.dumps(answer))
+    out.flush()
+
+
+def _convert(model: nn.Module, path: Path, size: tuple[int, int], precision: str, calibration: Optional[str],
+             calibration_count: int) -> tuple[Path, float]:
     start = time.perf_counter()
     fp32 = path if precision == "fp32" else path.with_name(path.stem + ".fp32.onnx")
     if not fp32.is_file():

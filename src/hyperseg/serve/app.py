@@ -22,6 +22,7 @@ from .. import __version__
 from ..data.io import DataError, ImageTooLargeError, UnsupportedImageError, decode_image
 from ..engine.predict import DEFAULT_MAX_SIZE, Predictor
 from ..errors import HypersegError
+from ..runtime.cache import isolate_conversions
 from .pool import InferencePool, PoolBusy, PoolNotReady
 from .upload import UploadError, read_upload
 
@@ -100,10 +101,14 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        isolate_conversions(True)  # a new image size's conversion runs in a child: memory stays flat
         if not pool.ready.is_set() and pool.error is None:
             threading.Thread(target=_load_quietly, args=(pool,), name="hyperseg-load", daemon=True).start()
-        yield
-        pool.close()  # after uvicorn has let the in-flight requests finish
+        try:
+            yield
+        finally:
+            pool.close()  # after uvicorn has let the in-flight requests finish
+            isolate_conversions(False)
 
     app = FastAPI(title="hyperseg", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="HyperSeg semantic segmentation over HTTP. The schema is at /openapi.json; "
