@@ -278,3 +278,23 @@ def test_context_padding_is_checked():
 
     with pytest.raises(HypersegError, match="context_padding must be one of"):
         hyperseg.create_model("hyperseg_m_cityscapes", context_padding="edges")
+
+
+@pytest.mark.slow
+def test_context_padding_features_exports_with_a_symbolic_size(tmp_path):
+    """A dynamic ONNX file of a "features" model pads the head's map by however many rows the size
+    needs (a branch on the size would be traced as the example's constant). Oracle: eager PyTorch on
+    sizes whose stride-32 map is odd and even."""
+    ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnxscript")
+    from hyperseg.runtime import export_onnx
+
+    model = hyperseg.create_model("hyperseg", num_classes=3, encoder_name="tf_efficientnet_lite0",
+                                  weight_groups=[16, 16, 8, 8, 4], context_padding="features").eval()
+    path = export_onnx(model, tmp_path / "features.onnx", dynamic=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for size in [(96, 160), (64, 128), (160, 96)]:
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert abs(session.run(None, {"image": x.numpy()})[0] - expected).max() < 1e-4

@@ -152,7 +152,8 @@ class HyperSeg(nn.Module):
         else:
             # (B, signal_channels, H/32, W/32); padded only here when context_padding is "features"
             head_multiple = 2 ** (self.config.context_levels - 1)
-            signal = run_padded(self.context_head, head, (head_multiple, head_multiple))
+            signal = run_padded(self.context_head, head, (head_multiple, head_multiple),
+                                always=self.config.context_padding == "features" and _is_tracing())
             if self.config.patch_grid is not None:
                 signal = F.adaptive_avg_pool2d(signal, tuple(self.config.patch_grid))
             weights = self.weight_mapper(signal)

@@ -1,8 +1,12 @@
 """ONNX models in onnxruntime and OpenVINO, and PyTorch models converted for them on first use."""
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
+import sys
 from collections import OrderedDict
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -224,14 +228,26 @@ class OpenVinoRuntime(_OnnxFileRuntime):
             graph = self.graph.clone()
             graph.reshape({graph.input(0).get_any_name(): list(x.shape)})
             self.requests[key] = self._compile(graph)
-            while len(self.requests) > MAX_COMPILED_SIZES:  # memory does not grow with every new shape
-                self.requests.popitem(last=False)
+            if len(self.requests) > MAX_COMPILED_SIZES:  # memory does not grow with every new shape
+                while len(self.requests) > MAX_COMPILED_SIZES:
+                    self.requests.popitem(last=False)
+                _return_freed_memory()
         request = self.requests[key]
         request.infer({0: x})
         return request.get_output_tensor(0).data.copy()
 
 
 ONNX_RUNTIMES = {"onnxruntime": OnnxRuntimeRuntime, "openvino": OpenVinoRuntime}
+
+
+def _return_freed_memory() -> None:
+    """Give the memory of an evicted compiled model back to the system. glibc keeps freed blocks in
+    its arenas (one per thread that allocated), so a server whose worker threads compile and evict
+    models in turn would otherwise grow in resident memory with nothing alive in it."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        with suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class ConvertedRuntime(Runtime):
@@ -268,8 +284,10 @@ class ConvertedRuntime(Runtime):
             _log.info("converted the model for %s at %dx%d (%s) in %.1f s, cached as %s",
                       self.name, target[0], target[1], self.precision, seconds, path)
         self.engines[target] = engine
-        while len(self.engines) > MAX_COMPILED_SIZES:
-            self.engines.popitem(last=False)
+        if len(self.engines) > MAX_COMPILED_SIZES:
+            while len(self.engines) > MAX_COMPILED_SIZES:
+                self.engines.popitem(last=False)
+            _return_freed_memory()
         return engine
 
     def infer(self, x: Tensor) -> Tensor:
