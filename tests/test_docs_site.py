@@ -2,6 +2,7 @@
 in headless Chromium with no request leaving the machine."""
 import argparse
 import http.server
+import os
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("HYPERSEG_TEST_ARTIFACTS", REPO / "test-artifacts"))
 pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
 pytest.importorskip("mkdocstrings", reason="the docs extra is not installed: pip install -e '.[docs]'")
 
@@ -20,7 +22,7 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(REPO / "mkdocs.yml"),
                            "-d", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
@@ -53,7 +55,7 @@ def _system_chromium():
     return system_chromium()
 
 
-def test_the_built_site_opens_offline_in_chromium(site, tmp_path):
+def test_the_built_site_opens_offline_in_chromium(site):
     playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
     browser_path = _system_chromium()
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
@@ -72,7 +74,8 @@ def test_the_built_site_opens_offline_in_chromium(site, tmp_path):
                 page.wait_for_load_state("networkidle")
                 assert page.title()
             page.goto(f"http://127.0.0.1:{port}/")
-            page.screenshot(path=str(tmp_path / "site.png"))
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)  # for a person to look at (not in git)
+            page.screenshot(path=str(ARTIFACTS / "docs_site.png"))
             browser.close()
     finally:
         server.shutdown()
