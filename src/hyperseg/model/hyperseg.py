@@ -108,11 +108,16 @@ class HyperSeg(nn.Module):
         cfg = self.config
         if not cfg.dynamic:
             return 32, 32
-        base = 32 if cfg.context_padding == "features" else 32 * 2 ** (cfg.context_levels - 1)
+        base = 32 if cfg.context_padding == "features" else 32 * self.head_multiple
         if cfg.patch_grid is None:
             return base, base
         gh, gw = cfg.patch_grid
         return math.lcm(base, 32 * gh), math.lcm(base, 32 * gw)
+
+    @property
+    def head_multiple(self) -> int:
+        """The context head's U-Net halves its stride-32 input this many times over: its sides must divide."""
+        return 2 ** (self.config.context_levels - 1)
 
     @property
     def weight_dtype(self) -> torch.dtype:
@@ -150,10 +155,10 @@ class HyperSeg(nn.Module):
         if self.context_head is None:
             weights = self.weight_mapper(x.shape[0])
         else:
-            # (B, signal_channels, H/32, W/32); padded only here when context_padding is "features"
-            head_multiple = 2 ** (self.config.context_levels - 1)
-            signal = run_padded(self.context_head, head, (head_multiple, head_multiple),
-                                always=self.config.context_padding == "features" and _is_tracing())
+            # (B, signal_channels, H/32, W/32). With "features" padding the head pads its own input,
+            # unconditionally so that an exported symbolic size stays symbolic (a few KB copied).
+            signal = run_padded(self.context_head, head, (self.head_multiple,) * 2,
+                                always=self.config.context_padding == "features")
             if self.config.patch_grid is not None:
                 signal = F.adaptive_avg_pool2d(signal, tuple(self.config.patch_grid))
             weights = self.weight_mapper(signal)

@@ -10,7 +10,8 @@ server that meets a new image size per request cannot fill the disk.
 A long-lived process (``serve``) calls :func:`isolate_conversions`: each conversion then runs in a
 fresh child process that exits when the file is written. torch's exporter keeps a few MB per
 export that no cache reset fully returns (graphs, guards, allocator fragmentation); in a child
-they go with it, so the server's memory stays flat however many sizes it meets.
+they go with it. (The server still grows about 2 MB per new size on the OpenVINO side:
+``benchmarks/openvino_memory.py``.)
 """
 from __future__ import annotations
 
@@ -157,7 +158,7 @@ def _make(model: nn.Module, path: Path, size: tuple[int, int], precision: str, c
     except Exception:  # a user's module that cannot be pickled (a lambda inside): convert here instead
         return _convert(model, path, size, precision, calibration, calibration_count)
     done = subprocess.run([sys.executable, "-c", "from hyperseg.runtime.cache import _child; _child()"],
-                          input=job, capture_output=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                          input=job, capture_output=True)
     try:
         ok, value = pickle.loads(done.stdout)
     except Exception:  # the child died before answering (killed, out of memory)

@@ -228,10 +228,7 @@ class OpenVinoRuntime(_OnnxFileRuntime):
             graph = self.graph.clone()
             graph.reshape({graph.input(0).get_any_name(): list(x.shape)})
             self.requests[key] = self._compile(graph)
-            if len(self.requests) > MAX_COMPILED_SIZES:  # memory does not grow with every new shape
-                while len(self.requests) > MAX_COMPILED_SIZES:
-                    self.requests.popitem(last=False)
-                _return_freed_memory()
+            _keep_newest(self.requests)  # memory does not grow with every new shape
         request = self.requests[key]
         request.infer({0: x})
         return request.get_output_tensor(0).data.copy()
@@ -240,10 +237,14 @@ class OpenVinoRuntime(_OnnxFileRuntime):
 ONNX_RUNTIMES = {"onnxruntime": OnnxRuntimeRuntime, "openvino": OpenVinoRuntime}
 
 
-def _return_freed_memory() -> None:
-    """Give the memory of an evicted compiled model back to the system. glibc keeps freed blocks in
-    its arenas (one per thread that allocated), so a server whose worker threads compile and evict
-    models in turn would otherwise grow in resident memory with nothing alive in it."""
+def _keep_newest(compiled: OrderedDict) -> None:
+    """Drop the least recently used compiled models beyond :data:`MAX_COMPILED_SIZES`, and give their
+    memory back to the system: glibc keeps freed blocks in its arenas (one per thread that
+    allocated), so a server whose workers compile and evict in turn would hold memory nothing uses."""
+    if len(compiled) <= MAX_COMPILED_SIZES:
+        return
+    while len(compiled) > MAX_COMPILED_SIZES:
+        compiled.popitem(last=False)
     gc.collect()
     if sys.platform.startswith("linux"):
         with suppress(OSError, AttributeError):
@@ -284,10 +285,7 @@ class ConvertedRuntime(Runtime):
             _log.info("converted the model for %s at %dx%d (%s) in %.1f s, cached as %s",
                       self.name, target[0], target[1], self.precision, seconds, path)
         self.engines[target] = engine
-        if len(self.engines) > MAX_COMPILED_SIZES:
-            while len(self.engines) > MAX_COMPILED_SIZES:
-                self.engines.popitem(last=False)
-            _return_freed_memory()
+        _keep_newest(self.engines)
         return engine
 
     def infer(self, x: Tensor) -> Tensor:

@@ -101,7 +101,7 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        isolate_conversions(True)  # a new image size's conversion runs in a child: memory stays flat
+        isolate_conversions(True)  # a new image size's conversion runs in a child, and its exporter's memory goes with it
         if not pool.ready.is_set() and pool.error is None:
             threading.Thread(target=_load_quietly, args=(pool,), name="hyperseg-load", daemon=True).start()
         try:
