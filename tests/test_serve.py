@@ -538,6 +538,63 @@ def test_a_converted_model_keeps_a_bounded_number_of_sizes_in_memory_and_on_disk
     assert list(runtime.engines) == [(128, 64), (64, 128)]
 
 
+@pytest.fixture(scope="module")
+def dynamic_cache(tmp_path_factory):
+    """One cache folder for the dynamic-shape tests: the second runtime finds the first one's file."""
+    return tmp_path_factory.mktemp("dynamic-cache")
+
+
+@pytest.mark.slow  # a dynamic-shape export takes over a minute
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_dynamic_shapes_convert_once_for_every_size(runtime, dynamic_cache, monkeypatch):
+    """serve's default: new image sizes never convert again, the disk holds one file (no OpenVINO
+    blob per size), OpenVINO keeps at most MAX_COMPILED_SIZES reshaped graphs, and every answer
+    equals the PyTorch model's (the oracle)."""
+    pytest.importorskip(runtime, reason=f"{runtime} is not installed")
+    pytest.importorskip("onnxscript")
+    import hyperseg.runtime.onnx_runtimes as onnx_runtimes
+    from hyperseg.runtime import load_runtime
+
+    monkeypatch.setenv("HYPERSEG_CACHE", str(dynamic_cache))
+    monkeypatch.setattr(onnx_runtimes, "MAX_COMPILED_SIZES", 2)
+    torch.manual_seed(0)
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4]).eval()
+    converted = load_runtime(model, runtime=runtime, shapes="dynamic")
+    for size in ((64, 64), (64, 128), (128, 64), (100, 70)):  # the last is padded inside the runtime
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            assert torch.allclose(converted(x), model(x), atol=1e-4)
+    assert list(converted.engines) == [None]  # one engine for every size
+    files = _all_files(dynamic_cache)
+    assert len(files) == 1 and files[0].name.startswith("hyperseg-dynamic-fp32-")
+    if runtime == "openvino":
+        assert len(converted.engines[None].requests) == 2
+
+
+def test_serve_converts_for_dynamic_shapes_and_the_other_commands_per_size():
+    from hyperseg.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve"]).shapes == "dynamic"
+    assert parser.parse_args(["predict", "x.png"]).shapes == "static"
+    assert parser.parse_args(["serve", "--shapes", "static"]).shapes == "static"
+
+
+def test_dynamic_shapes_fall_back_to_per_size_for_models_without_symbolic_export(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnxscript")
+    from hyperseg.runtime import load_runtime
+
+    monkeypatch.setenv("HYPERSEG_CACHE", str(tmp_path))
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1)).eval()
+    model.num_classes = 4
+    converted = load_runtime(model, runtime="onnxruntime", shapes="dynamic")
+    assert converted.shapes == "static"
+    with pytest.raises(HypersegError, match="--shapes 'ragged'"):
+        load_runtime(model, runtime="onnxruntime", shapes="ragged")
+
+
 @pytest.mark.parametrize("value", ["abc", "0", "-5", "inf", "nan"])
 def test_a_bad_cache_limit_is_one_line_naming_the_variable(value, monkeypatch):
     from hyperseg.runtime.cache import cache_limit_bytes

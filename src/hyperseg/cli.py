@@ -126,7 +126,7 @@ def _runtime_options(args: argparse.Namespace) -> dict:
     if args.classes:
         meta["class_names"] = _split_list(args.classes)
     return dict(runtime=args.runtime, precision=args.precision, device=args.device, calibration=args.calibration,
-                meta=meta or None)
+                meta=meta or None, shapes=args.shapes)
 
 
 def _whole_number(minimum: int) -> Callable[[str], int]:
@@ -352,8 +352,12 @@ def _tta_options(args: argparse.Namespace) -> dict:
     return dict(flip=args.flip, scales=scales, window=_parse_pair(args.window))
 
 
-def _add_runtime_arguments(p: argparse.ArgumentParser) -> None:
+def _add_runtime_arguments(p: argparse.ArgumentParser, shapes: str = "static") -> None:
     p.add_argument("--runtime", default="auto", help="auto (fastest installed) | torch | onnxruntime | openvino | eager")
+    p.add_argument("--shapes", default=shapes, choices=["static", "dynamic"],
+                   help="converting a PyTorch model for onnxruntime/OpenVINO: once per input size (static, "
+                        "faster graphs) or once for every size (dynamic, nothing grows with new sizes); "
+                        f"default {shapes}")
     p.add_argument("--precision", default=None, help="fp32 | bf16 | int8 (default: fp32, or what an .onnx file holds)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--calibration", default=None, help="image folder to calibrate int8 conversion on")
@@ -522,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload, in MB")
     p.add_argument("--max-megapixels", type=float, default=50.0,
                    help="largest accepted image, in megapixels (checked from the header, before decoding)")
-    _add_runtime_arguments(p)
+    _add_runtime_arguments(p, shapes="dynamic")  # a server meets new sizes for ever: one conversion for all
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("profile", help="count parameters and GMACs at an input size")

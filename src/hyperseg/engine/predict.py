@@ -93,6 +93,8 @@ class Predictor:
         window: sliding-window (H, W) for images larger than the model should see at once.
         calibration: image folder for int8 conversion of a PyTorch model.
         meta: class names / mean / std for an ONNX file without our metadata.
+        shapes: ``"static"`` or ``"dynamic"``: how a PyTorch model is converted for onnxruntime or
+            OpenVINO, once per input size or once for all (see :func:`~hyperseg.runtime.load_runtime`).
         max_size: images whose longer side exceeds it are segmented at that size and the labels
             scaled back up (nearest), which bounds memory; ``None`` segments every image at full size.
     """
@@ -101,12 +103,12 @@ class Predictor:
                  runtime: str = "auto", precision: Optional[str] = None, flip: bool = False,
                  scales: Sequence[float] = (1.0,), window: Optional[Sequence[int]] = None,
                  calibration: Optional[str] = None, meta: Optional[dict[str, Any]] = None,
-                 max_size: Optional[int] = DEFAULT_MAX_SIZE) -> None:
+                 max_size: Optional[int] = DEFAULT_MAX_SIZE, shapes: str = "static") -> None:
         if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 32):
             raise HypersegError(f"max_size {max_size!r}: expected a whole number of pixels >= 32, or None")
         self.max_size = max_size
         self.runtime = load_runtime(model, runtime=runtime, precision=precision, device=device,
-                                    calibration=calibration, meta=meta)
+                                    calibration=calibration, meta=meta, shapes=shapes)
         info = self.runtime.meta
         if self.runtime.num_classes > 256:  # labels are uint8: class 256 would be written as 0
             raise HypersegError(f"the model predicts {self.runtime.num_classes} classes; Predictor's label maps and "

@@ -50,7 +50,7 @@ def _auto_runtime(is_onnx: bool, precision: Optional[str], device: Any) -> str:
 
 def load_runtime(source: Union[str, Path, nn.Module, Runtime], *, runtime: str = "auto",
                  precision: Optional[str] = None, device: Any = "auto", calibration: Optional[str] = None,
-                 calibration_count: int = 30, meta: Optional[dict[str, Any]] = None) -> Runtime:
+                 calibration_count: int = 30, meta: Optional[dict[str, Any]] = None, shapes: str = "static") -> Runtime:
     """Any model source, ready to infer.
 
     Args:
@@ -61,6 +61,9 @@ def load_runtime(source: Union[str, Path, nn.Module, Runtime], *, runtime: str =
         precision: ``"fp32"``, ``"bf16"`` or ``"int8"``; default: fp32, or what an ONNX file holds.
         calibration: folder of images for int8 conversion of a PyTorch model.
         meta: class names / mean / std for ONNX files without our metadata.
+        shapes: for a PyTorch model in onnxruntime or OpenVINO, ``"static"`` (one conversion per
+            input size, the fastest graphs) or ``"dynamic"`` (one for every size; see
+            :class:`~hyperseg.runtime.onnx_runtimes.ConvertedRuntime`).
     """
     if isinstance(source, Runtime):
         return source
@@ -82,4 +85,4 @@ def load_runtime(source: Union[str, Path, nn.Module, Runtime], *, runtime: str =
     if runtime == "torch":
         return TorchRuntime(model, device=device, precision=precision)
     return ConvertedRuntime(model, runtime, precision=precision, calibration=calibration,
-                            calibration_count=calibration_count)
+                            calibration_count=calibration_count, shapes=shapes)

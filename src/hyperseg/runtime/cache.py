@@ -1,4 +1,5 @@
-"""On-disk cache of converted models, so a PyTorch model is exported (and quantised) once per input size.
+"""On-disk cache of converted models: a PyTorch model is exported (and quantised) once per input
+size, or once for every size (a dynamic-shape file).
 
 Entries are keyed by a hash of the weights, the architecture config, the input size, the
 precision, the calibration set and the versions of everything that affects the result. The
@@ -10,8 +11,7 @@ server that meets a new image size per request cannot fill the disk.
 A long-lived process (``serve``) calls :func:`isolate_conversions`: each conversion then runs in a
 fresh child process that exits when the file is written. torch's exporter keeps a few MB per
 export that no cache reset fully returns (graphs, guards, allocator fragmentation); in a child
-they go with it. (The server still grows about 2 MB per new size on the OpenVINO side:
-``benchmarks/openvino_memory.py``.)
+they go with it.
 """
 from __future__ import annotations
 
@@ -116,9 +116,10 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def cached_onnx(model: nn.Module, size: tuple[int, int], precision: str, *, calibration: Optional[str] = None,
-                calibration_count: int = 30) -> tuple[Path, float]:
-    """The ONNX file of ``model`` at ``size`` and ``precision`` ("fp32" or "int8"), and the seconds spent making it."""
+def cached_onnx(model: nn.Module, size: Optional[tuple[int, int]], precision: str, *,
+                calibration: Optional[str] = None, calibration_count: int = 30) -> tuple[Path, float]:
+    """The ONNX file of ``model`` at ``size`` (``None``: one file for any size, HyperSeg models only)
+    and ``precision`` ("fp32" or "int8"), and the seconds spent making it."""
     versions = {"hyperseg": __version__, "torch": torch.__version__, "opset": DEFAULT_OPSET}
     if precision == "int8":
         import onnxruntime
@@ -128,13 +129,14 @@ def cached_onnx(model: nn.Module, size: tuple[int, int], precision: str, *, cali
     key_data = {
         "weights": weights_digest(model),
         "config": config.to_dict() if hasattr(config, "to_dict") else type(model).__name__,
-        "size": list(size), "precision": precision, "versions": versions,
+        "size": list(size) if size else "dynamic", "precision": precision, "versions": versions,
         "calibration": [str(Path(calibration).resolve()), calibration_count] if precision == "int8" else None,
     }
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:20]
     arch = str(getattr(model, "meta", {}).get("name") or getattr(model, "meta", {}).get("architecture") or "model")
     arch = re.sub(r"[^A-Za-z0-9_.-]", "_", arch)  # "smp:FPN" -> "smp_FPN": a file name on every system
-    path = cache_dir() / f"{arch}-{size[0]}x{size[1]}-{precision}-{key}.onnx"
+    at = f"{size[0]}x{size[1]}" if size else "dynamic"
+    path = cache_dir() / f"{arch}-{at}-{precision}-{key}.onnx"
     with _CACHE_LOCK:
         if path.is_file():  # a hit (perhaps made by another thread while this one waited): mark it used
             with suppress(OSError):
@@ -145,7 +147,7 @@ def cached_onnx(model: nn.Module, size: tuple[int, int], precision: str, *, cali
         return made
 
 
-def _make(model: nn.Module, path: Path, size: tuple[int, int], precision: str, calibration: Optional[str],
+def _make(model: nn.Module, path: Path, size: Optional[tuple[int, int]], precision: str, calibration: Optional[str],
           calibration_count: int) -> tuple[Path, float]:
     if not _ISOLATED[0]:
         return _convert(model, path, size, precision, calibration, calibration_count)
@@ -163,7 +165,8 @@ def _make(model: nn.Module, path: Path, size: tuple[int, int], precision: str, c
         ok, value = pickle.loads(done.stdout)
     except Exception:  # the child died before answering (killed, out of memory)
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-        raise HypersegError(f"converting the model for {size[0]}x{size[1]} failed in its child process "
+        at = f"{size[0]}x{size[1]}" if size else "any size"
+        raise HypersegError(f"converting the model for {at} failed in its child process "
                             f"(exit code {done.returncode}): {tail[0]}") from None
     if not ok:
         raise value
@@ -183,12 +186,12 @@ def _child() -> None:
     out.flush()
 
 
-def _convert(model: nn.Module, path: Path, size: tuple[int, int], precision: str, calibration: Optional[str],
+def _convert(model: nn.Module, path: Path, size: Optional[tuple[int, int]], precision: str, calibration: Optional[str],
              calibration_count: int) -> tuple[Path, float]:
     start = time.perf_counter()
     fp32 = path if precision == "fp32" else path.with_name(path.stem + ".fp32.onnx")
     if not fp32.is_file():
-        export_onnx(model, fp32, size=size)
+        export_onnx(model, fp32, size=size, dynamic=size is None)
     if precision == "int8":
         from .quantize import quantize_onnx
 

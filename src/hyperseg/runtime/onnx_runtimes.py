@@ -16,12 +16,13 @@ from torch import Tensor, nn
 
 from ..errors import HypersegError, require
 from ..meta_schema import MAX_SIDE, check_model_meta
+from ..model import HyperSeg
 from .base import Runtime, fit_input, padded_size, restore_output
 from .cache import cache_dir, cache_lock, cached_onnx
 from .onnx_export import read_onnx_meta, read_onnx_proto
 from .torch_runtime import runtime_meta
 
-__all__ = ["OnnxRuntimeRuntime", "OpenVinoRuntime", "ConvertedRuntime", "ONNX_RUNTIMES", "onnx_file_meta",
+__all__ = ["OnnxRuntimeRuntime", "OpenVinoRuntime", "ConvertedRuntime", "ONNX_RUNTIMES", "SHAPES", "onnx_file_meta",
            "check_graph", "check_logits"]
 
 _REQUIRED = ("class_names", "mean", "std")
@@ -200,7 +201,6 @@ class OpenVinoRuntime(_OnnxFileRuntime):
         core = ov.Core()
         if self.precision == "bf16":
             require_openvino_bf16(core)
-        core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
         self.core = core
         self.config = {"INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY",
                        "INFERENCE_NUM_THREADS": torch.get_num_threads()}  # what torch was given, as onnxruntime
@@ -211,6 +211,9 @@ class OpenVinoRuntime(_OnnxFileRuntime):
             self.dynamic = self.graph.input(0).get_partial_shape().is_dynamic
             self.requests: "OrderedDict[tuple[int, ...], Any]" = OrderedDict()  # least recently used first
             if not self.dynamic:
+                # OpenVINO's own cache of the compiled blob: one entry per static file, pruned with
+                # ours. A dynamic file would add a blob per size it meets, and compiles in ~1 s anyway.
+                core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
                 self.requests[()] = self._compile(self.graph)
         except HypersegError:
             raise
@@ -251,28 +254,44 @@ def _keep_newest(compiled: OrderedDict) -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+SHAPES = ("static", "dynamic")
+
+
 class ConvertedRuntime(Runtime):
-    """A PyTorch model run in an ONNX runtime: exported once per padded input size, cached on disk."""
+    """A PyTorch model run in an ONNX runtime, converted on first use and cached on disk.
+
+    ``shapes="static"`` converts once per padded input size: the fastest graphs, but a new size
+    costs a conversion (tens of seconds) and a file. ``"dynamic"`` converts once for every size;
+    OpenVINO reshapes that graph to each size it meets (about a second) and onnxruntime runs it as
+    is. On CamVid-sized inputs its graphs ran ~15 % slower (see ``benchmarks/openvino_dynamic.py``)
+    but neither memory nor disk grows with the number of sizes, which is what ``serve`` needs.
+    Only HyperSeg models export with symbolic sizes; other models are converted per size.
+    """
 
     def __init__(self, model: nn.Module, runtime: str, *, precision: str = "fp32",
-                 calibration: Optional[str] = None, calibration_count: int = 30) -> None:
+                 calibration: Optional[str] = None, calibration_count: int = 30, shapes: str = "static") -> None:
         super().__init__(runtime_meta(model), precision)
         self.name = runtime
         self.engine_cls = ONNX_RUNTIMES[runtime]
         require("onnx", "onnx", "converting a model for onnxruntime or OpenVINO")
         require("onnxscript", "onnx", "converting a model for onnxruntime or OpenVINO")
+        if shapes not in SHAPES:
+            raise HypersegError(f"--shapes {shapes!r}: expected one of {', '.join(SHAPES)}")
         self.engine_cls.check_offers(precision)  # before minutes of conversion, not after
         if precision == "int8" and calibration is None:
             raise HypersegError("precision int8 needs calibration images: give --calibration DIR (a folder of images)")
-        self.model = model
+        if shapes == "dynamic" and not isinstance(model, HyperSeg):
+            _log.info("%s exports at fixed sizes only: converting it once per input size", type(model).__name__)
+            shapes = "static"
+        self.model, self.shapes = model, shapes
         self.calibration, self.calibration_count = calibration, calibration_count
         self.size_multiple = tuple(self.meta.get("size_multiple") or (32, 32))
-        self.engines: "OrderedDict[tuple[int, int], _OnnxFileRuntime]" = OrderedDict()  # least recently used first
+        self.engines: "OrderedDict[Optional[tuple[int, int]], _OnnxFileRuntime]" = OrderedDict()  # LRU first
 
     def engine(self, size: tuple[int, int]) -> _OnnxFileRuntime:
         """The compiled model for inputs of ``size`` (converted and cached on first use). At most
         :data:`MAX_COMPILED_SIZES` stay in memory, the least recently used going first."""
-        target = padded_size(size, self.size_multiple)
+        target = padded_size(size, self.size_multiple) if self.shapes == "static" else None  # None: any size
         if target in self.engines:
             self.engines.move_to_end(target)
             return self.engines[target]
@@ -282,8 +301,9 @@ class ConvertedRuntime(Runtime):
             engine = self.engine_cls(path, precision=self.precision)
         self.conversion_seconds += seconds
         if seconds:
-            _log.info("converted the model for %s at %dx%d (%s) in %.1f s, cached as %s",
-                      self.name, target[0], target[1], self.precision, seconds, path)
+            at = "any size" if target is None else f"{target[0]}x{target[1]}"
+            _log.info("converted the model for %s at %s (%s) in %.1f s, cached as %s",
+                      self.name, at, self.precision, seconds, path)
         self.engines[target] = engine
         _keep_newest(self.engines)
         return engine
@@ -292,4 +312,5 @@ class ConvertedRuntime(Runtime):
         return self.engine(tuple(x.shape[-2:])).infer(x)
 
     def describe(self) -> str:
-        return f"{self.name} {self.precision} (converted from PyTorch, cached in {cache_dir()})"
+        shapes = "one file per input size" if self.shapes == "static" else "one file for every size"
+        return f"{self.name} {self.precision} (converted from PyTorch, {shapes}, cached in {cache_dir()})"

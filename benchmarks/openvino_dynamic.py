@@ -1,0 +1,65 @@
+"""One dynamic-shape ONNX file reshaped per size, against one static file per size, in OpenVINO.
+
+    hyperseg export -m camvid --size 384x480 --out /tmp/ovd/static.onnx
+    hyperseg export -m camvid --dynamic --out /tmp/ovd/dynamic.onnx
+    python benchmarks/openvino_dynamic.py /tmp/ovd/static.onnx /tmp/ovd/dynamic.onnx [--rounds 30]
+
+Why: serve meets a new image size per request. Compiling a new static file per size grew the
+process by 1-2 MB per compile (benchmarks/openvino_memory.py); reshaping one dynamic graph did not.
+This measures what the dynamic graph costs at run time once OpenVINO has reshaped it to the static
+size: the two compiled models are timed in interleaved rounds in one process (same runtime), their
+outputs compared, and the time to reshape and compile the dynamic graph reported. Run it idle.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import numpy as np
+
+
+def cpu_name() -> str:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("static")
+    p.add_argument("dynamic")
+    p.add_argument("--rounds", type=int, default=30)
+    args = p.parse_args()
+    import torch
+    from hyperseg.runtime.onnx_runtimes import OpenVinoRuntime
+
+    static = OpenVinoRuntime(args.static, precision="fp32")
+    dynamic = OpenVinoRuntime(args.dynamic, precision="fp32")
+    h, w = static.meta["input_size"]
+    x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
+    start = time.perf_counter()
+    out_d = dynamic.run(x)  # reshape + compile + first run
+    first = time.perf_counter() - start
+    out_s = static.run(x)
+    diff = float(np.abs(out_d - out_s).max())
+    times: dict[str, list[float]] = {"static": [], "dynamic": []}
+    runners = {"static": static, "dynamic": dynamic}
+    for r in range(args.rounds):
+        order = ["static", "dynamic"] if r % 2 == 0 else ["dynamic", "static"]
+        for name in order:
+            t = time.perf_counter()
+            runners[name].run(x)
+            times[name].append((time.perf_counter() - t) * 1000)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads; input {h}x{w}; rounds {args.rounds}")
+    print(f"max |static - dynamic| logits: {diff:.2e}; dynamic reshape+compile+first run: {first:.2f} s")
+    for k, v in times.items():
+        print(f"{k:8s} median {med[k]:.1f} ms  min {min(v):.1f} ms")
+    print(f"dynamic / static (median): {med['dynamic'] / med['static']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
