@@ -1,7 +1,7 @@
 """Load test of `hyperseg serve` on loopback: N concurrent clients against a single-client baseline.
 
     python benchmarks/serve_load.py --clients 8 --requests 25 --runtime auto
-    python benchmarks/serve_load.py --vary-sizes 8 --cycles 3 --cache-max-mb 200
+    python benchmarks/serve_load.py --vary-sizes 8 --cycles 8 --cache-max-mb 200 [--shapes static]
 
 
 It starts a real uvicorn server (`python -m hyperseg serve`) on a free loopback port, warms it up,
@@ -12,11 +12,12 @@ error line in the server's log. Run it on an idle machine: the numbers are ratio
 measured side by side in one run.
 
 ``--vary-sizes N`` tests growth instead: one client sends the image resized to N different sizes
-(each a different padded size, so each needs its own converted model), ``--cycles`` times over,
+(each a different padded size, so each needs its own compiled model), ``--cycles`` times over,
 to a server whose converted-model cache is a fresh folder bounded by ``--cache-max-mb``. After
 every cycle it reads the server's resident memory and the cache's size on disk: both must stay
-flat from cycle to cycle, since the server keeps at most a few compiled sizes in memory and the
-cache deletes its least recently used files.
+flat once warm, since the server keeps at most a few compiled sizes in memory and converts once
+for every size (``--shapes dynamic``, serve's default) or once per size with the least recently
+used files deleted (``--shapes static``). It reports the growth over the second half of the cycles.
 """
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ import httpx
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "hyperseg" / "assets" / "camvid_sample_1.png"
 
 
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or platform.machine())
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,7 +62,7 @@ def rss_mb(pid: int) -> float:
 
 def start_server(args: argparse.Namespace, port: int, log_path: Path, env: Optional[dict] = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "hyperseg", "serve", "-m", args.model, "--port", str(port), "--runtime", args.runtime,
-           "--workers", str(args.workers), "--max-queue", str(args.max_queue)]
+           "--workers", str(args.workers), "--max-queue", str(args.max_queue), "--shapes", args.shapes]
     proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -147,7 +154,11 @@ def varying_sizes(args: argparse.Namespace) -> dict:
         finally:
             proc.terminate()
             exit_code = proc.wait(120)
-    return {"sizes": VARIED_SIZES[: args.vary_sizes], "cache_max_mb": args.cache_max_mb, "cycles": cycles,
+    half = cycles[len(cycles) // 2 - 1] if len(cycles) > 1 else cycles[0]
+    return {"machine": machine(), "model": args.model, "runtime": args.runtime, "shapes": args.shapes,
+            "sizes": VARIED_SIZES[: args.vary_sizes], "cache_max_mb": args.cache_max_mb, "cycles": cycles,
+            "second_half_growth": {"rss_mb": round(cycles[-1]["rss_mb"] - half["rss_mb"], 1),
+                                   "cache_mb": round(cycles[-1]["cache_mb"] - half["cache_mb"], 1)},
             "failed": len(failures), "failures": failures[:5], "server_exit_code": exit_code}
 
 
@@ -155,6 +166,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="camvid", help="model source (default: camvid)")
     parser.add_argument("--runtime", default="auto", help="server runtime (default: auto)")
+    parser.add_argument("--shapes", default="dynamic", choices=["dynamic", "static"],
+                        help="how the server converts the model (default: dynamic, serve's default)")
     parser.add_argument("--workers", type=int, default=1, help="server inference workers (default: 1)")
     parser.add_argument("--max-queue", type=int, default=16, help="server queue depth (default: 16)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default: 8)")
@@ -195,7 +208,7 @@ def main() -> None:
     errors = [line for line in log.splitlines() if "ERROR" in line or "Traceback" in line
               or (" /v1/segment " in line and " 200 " not in line)]
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+        "machine": machine(),
         "model": args.model, "runtime": args.runtime, "workers": args.workers, "image": args.image.name,
         "single_client": single, "concurrent": concurrent,
         "throughput_ratio": round(concurrent["images_per_s"] / single["images_per_s"], 2),
