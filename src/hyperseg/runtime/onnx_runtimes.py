@@ -261,10 +261,11 @@ class ConvertedRuntime(Runtime):
     """A PyTorch model run in an ONNX runtime, converted on first use and cached on disk.
 
     ``shapes="static"`` converts once per padded input size: the fastest graphs, but a new size
-    costs a conversion (tens of seconds) and a file. ``"dynamic"`` converts once for every size;
-    OpenVINO reshapes that graph to each size it meets (about a second) and onnxruntime runs it as
-    is. On CamVid-sized inputs its graphs ran ~15 % slower (see ``benchmarks/openvino_dynamic.py``)
-    but neither memory nor disk grows with the number of sizes, which is what ``serve`` needs.
+    costs a conversion (seconds to tens of seconds) and a file. ``"dynamic"`` converts once for
+    every size; OpenVINO reshapes that graph to each size it meets (about a second) and onnxruntime
+    runs it as is. On CamVid-sized inputs its graphs took 1.15x (OpenVINO) to 1.35x (onnxruntime)
+    the static time (``benchmarks/dynamic_shapes.py``), but neither memory nor disk grows with the
+    number of sizes, which is what ``serve`` needs.
     Only HyperSeg models export with symbolic sizes; other models are converted per size.
     """
 
