@@ -52,7 +52,8 @@ def camvid_onnx(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("name", ["hyperseg_s_camvid", "hyperseg_l_voc"])
+@pytest.mark.parametrize("name", ["hyperseg_s_camvid",
+                                  pytest.param("hyperseg_l_voc", marks=pytest.mark.slow)])  # ~1 min in float64
 def test_prepared_model_equals_eager_in_float64(name):
     model = _randomise_bn(hyperseg.create_model(name)).double()
     prepared = prepare_for_inference(model, torch.device("cpu"))
