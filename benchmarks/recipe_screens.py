@@ -1,0 +1,111 @@
+"""Screen recipe changes on a drive the model never saw (the recipe issue), with val next to it.
+
+    python benchmarks/recipe_screens.py --data ../shared/data/camvid [--iters 1000] [--only ema,jitter]
+        [--json docs/recipe_screens.json]
+
+Each candidate is today's fast recipe (configs/camvid_fast.yaml) plus a few overrides, trained for
+``--iters`` steps on the train split's drives 0001TP and 0016E5 only (266 frames). Its last
+checkpoint is then scored on drive 0006R0 of the train split (101 frames of a street it never saw)
+and on val (101 frames of 0016E5, a street it did see). One run per candidate, same seed, same
+budget: a screen, to decide which changes earn a long run, not a result to quote alone.
+
+No teacher: the built-in teachers saw 0006R0 during their own training, which would leak the
+unseen drive into every student. Runs live in ``runs/screens/<name>``; an interrupted screen is
+resumed (``--resume``) and a finished one is not run again, so the script can be rerun across
+sessions until every row is filled. It prints a Markdown table and writes the JSON given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+UNSEEN, SEEN = ["0006R0"], ["0001TP", "0016E5"]
+THIN = ["pole", "sign/symbol", "fence", "pedestrian", "bicyclist"]
+RARE = "[" + ",".join(THIN) + "]"
+CANDIDATES: dict[str, list[str]] = {
+    "today": [],
+    "scales_0.5_2": ["data.scale_range=[0.5,2.0]"],
+    "full_crops": ["data.crop_size=[288,384]"],  # 360x480 seen at 0.8
+    "ema": ["train.ema_decay=0.995"],  # a ~200-step window: 0.999 would still hold the first steps at 1000
+    "color_jitter": ["data.color_jitter=0.3"],
+    "rare_crops": [f"data.focus_classes={RARE}", "data.focus_prob=0.5"],
+}
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def hyperseg(*args: str) -> None:
+    cmd = [sys.executable, "-m", "hyperseg", *args]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def train(name: str, overrides: list[str], args: argparse.Namespace) -> Path:
+    out = args.runs / name
+    if (out / "done.json").is_file():  # trained and scored
+        return out
+    config = ["--config", "configs/camvid_fast.yaml", f"data.root={args.data}", "distill.teacher=null",
+              "data.train_split=train", f"data.train_drives=[{','.join(SEEN)}]",
+              "data.val_split=train", f"data.val_drives=[{','.join(UNSEEN)}]",
+              f"optim.max_iters={args.iters}", f"train.val_interval={args.iters}", f"train.out_dir={out}",
+              *overrides]
+    hyperseg("train", *config, *(["--resume"] if (out / "last.pt").is_file() else []))
+    return out
+
+
+def score(out: Path, split: str, drives: list[str], args: argparse.Namespace) -> dict:
+    """mIoU and the thin classes' IoU of the run's final weights (its EMA when it kept one)."""
+    path = out / f"eval_{split}_{'_'.join(drives) or 'all'}.json"
+    weights = out / "ema.pt" if (out / "ema.pt").is_file() else out / "last.pt"
+    if not path.is_file():
+        hyperseg("eval", str(weights), "--data", str(args.data), "--split", split, "--runtime", "torch",
+                 *(["--drives", ",".join(drives)] if drives else []), "--out", str(path))
+    metrics = json.loads(path.read_text())
+    return {"miou": metrics["miou"], **{c: metrics["per_class_iou"][c] for c in THIN}}
+
+
+def markdown(rows: dict[str, dict]) -> str:
+    head = "| recipe | unseen 0006R0 mIoU | val mIoU | " + " | ".join(f"{c} (unseen)" for c in THIN) + " |"
+    lines = [head, "|" + "---|" * (3 + len(THIN))]
+    for name, r in rows.items():
+        u, v = r["unseen"], r["val"]
+        lines.append(f"| {name} | {u['miou']:.2f} | {v['miou']:.2f} | "
+                     + " | ".join(f"{u[c]:.1f}" for c in THIN) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, required=True, help="the CamVid folder")
+    p.add_argument("--iters", type=int, default=1000, help="training steps per candidate")
+    p.add_argument("--only", default=None, help="comma-separated candidates (default: all)")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "screens")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    names = args.only.split(",") if args.only else list(CANDIDATES)
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        raise SystemExit(f"--only {','.join(unknown)}: expected some of {', '.join(CANDIDATES)}")
+    rows = {}
+    for name in names:
+        out = train(name, CANDIDATES[name], args)
+        rows[name] = {"overrides": CANDIDATES[name], "unseen": score(out, "train", UNSEEN, args),
+                      "val": score(out, "val", [], args)}
+        (out / "done.json").write_text(json.dumps(rows[name], indent=2))
+    print(markdown(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"cpu": cpu_name(), "iters": args.iters, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
