@@ -78,6 +78,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "lite0_4lv@0.8+fp": _hyperseg("lite0", 4, 0.8, padding="features"),
     "lite0_4lv@0.75+fp": _hyperseg("lite0", 4, 0.75, padding="features"),
     "lite0_4lv+fp": _hyperseg("lite0", 4, padding="features"),
+    # more resolution for the thin classes at the fast scale: stride 2 output, or wider decoder levels
+    "lite0_5lv@0.8+fp": _hyperseg("lite0", 5, 0.8, padding="features"),
+    "lite0_4lv_wide@0.8+fp": _hyperseg("lite0", 4, 0.8, padding="features", channels=(128, 64, 32, 16)),
     "peer:lraspp_mobilenet_v3_large": {"family": "torchvision", "builder": "lraspp_mobilenet_v3_large"},
     "peer:deeplabv3_mobilenet_v3_large": {"family": "torchvision", "builder": "deeplabv3_mobilenet_v3_large"},
     "peer:smp_fpn_lite0": {"family": "smp", "arch": "FPN", "encoder": "tu-tf_efficientnet_lite0"},
