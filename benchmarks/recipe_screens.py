@@ -80,7 +80,7 @@ def markdown(rows: dict[str, dict]) -> str:
     for name, r in rows.items():
         u, v = r["unseen"], r["val"]
         lines.append(f"| {name} | {u['miou']:.2f} | {v['miou']:.2f} | "
-                     + " | ".join(f"{u[c]:.1f}" for c in THIN) + " |")
+                     + " | ".join("n/a" if u[c] is None else f"{u[c]:.1f}" for c in THIN) + " |")
     return "\n".join(lines)
 
 
