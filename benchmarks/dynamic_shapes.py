@@ -15,18 +15,10 @@ process (one runtime per process), their outputs compared, and the dynamic graph
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import numpy as np
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main() -> None:
@@ -37,6 +29,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=30)
     args = p.parse_args()
     import torch
+    from hyperseg.engine.bench import machine_info
     from hyperseg.runtime.onnx_runtimes import ONNX_RUNTIMES
 
     engine = ONNX_RUNTIMES[args.runtime]
@@ -58,7 +51,7 @@ def main() -> None:
             runners[name].run(x)
             times[name].append((time.perf_counter() - t) * 1000)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{args.runtime}; CPU: {cpu_name()}, {torch.get_num_threads()} threads; input {h}x{w}; rounds {args.rounds}")
+    print(f"{args.runtime}; CPU: {machine_info()['cpu']}, {torch.get_num_threads()} threads; input {h}x{w}; rounds {args.rounds}")
     print(f"max |static - dynamic| logits: {diff:.2e}; dynamic first run: {first:.2f} s")
     for k, v in times.items():
         print(f"{k:8s} median {med[k]:.1f} ms  min {min(v):.1f} ms")

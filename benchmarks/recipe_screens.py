@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -35,13 +34,6 @@ CANDIDATES: dict[str, list[str]] = {
     "color_jitter": ["data.color_jitter=0.3"],
     "rare_crops": [f"data.focus_classes={RARE}", "data.focus_prob=0.5"],
 }
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def hyperseg(*args: str) -> None:
@@ -92,6 +84,8 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "screens")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    from hyperseg.engine.bench import machine_info
+
     names = args.only.split(",") if args.only else list(CANDIDATES)
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
@@ -104,7 +98,7 @@ def main() -> None:
         (out / "done.json").write_text(json.dumps(rows[name], indent=2))
     print(markdown(rows))
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_name(), "iters": args.iters, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"machine": machine_info(), "iters": args.iters, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import socket
 import statistics
 import subprocess
@@ -38,13 +37,9 @@ from typing import Optional
 
 import httpx
 
+from hyperseg.engine.bench import machine_info
+
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "hyperseg" / "assets" / "camvid_sample_1.png"
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or platform.machine())
-    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def free_port() -> int:
@@ -155,7 +150,7 @@ def varying_sizes(args: argparse.Namespace) -> dict:
             proc.terminate()
             exit_code = proc.wait(120)
     half = cycles[len(cycles) // 2 - 1] if len(cycles) > 1 else cycles[0]
-    return {"machine": machine(), "model": args.model, "runtime": args.runtime, "shapes": args.shapes,
+    return {"machine": machine_info(), "model": args.model, "runtime": args.runtime, "shapes": args.shapes,
             "sizes": VARIED_SIZES[: args.vary_sizes], "cache_max_mb": args.cache_max_mb, "cycles": cycles,
             "second_half_growth": {"rss_mb": round(cycles[-1]["rss_mb"] - half["rss_mb"], 1),
                                    "cache_mb": round(cycles[-1]["cache_mb"] - half["cache_mb"], 1)},
@@ -208,7 +203,7 @@ def main() -> None:
     errors = [line for line in log.splitlines() if "ERROR" in line or "Traceback" in line
               or (" /v1/segment " in line and " 200 " not in line)]
     result = {
-        "machine": machine(),
+        "machine": machine_info(),
         "model": args.model, "runtime": args.runtime, "workers": args.workers, "image": args.image.name,
         "single_client": single, "concurrent": concurrent,
         "throughput_ratio": round(concurrent["images_per_s"] / single["images_per_s"], 2),

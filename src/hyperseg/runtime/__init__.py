@@ -12,14 +12,14 @@ from typing import Any, Optional, Union
 from torch import nn
 
 from ..errors import HypersegError
-from .base import PRECISIONS, RUNTIMES, Runtime
+from .base import PRECISIONS, RUNTIMES, SHAPES, Runtime
 from .onnx_export import ExportError, export_onnx, read_onnx_meta
 from .onnx_runtimes import ONNX_RUNTIMES, ConvertedRuntime
 from .quantize import quantize_onnx
 from .resolve import resolve_model
 from .torch_runtime import EagerRuntime, TorchRuntime, bf16_supported, prepare_for_inference, resolve_device
 
-__all__ = ["load_runtime", "Runtime", "RUNTIMES", "PRECISIONS", "export_onnx", "quantize_onnx", "read_onnx_meta",
+__all__ = ["load_runtime", "Runtime", "RUNTIMES", "PRECISIONS", "SHAPES", "export_onnx", "quantize_onnx", "read_onnx_meta",
            "ExportError", "resolve_model", "prepare_for_inference", "resolve_device", "bf16_supported",
            "installed_runtimes", "TorchRuntime", "EagerRuntime"]
 
@@ -71,6 +71,8 @@ def load_runtime(source: Union[str, Path, nn.Module, Runtime], *, runtime: str =
         raise HypersegError(f"--runtime {runtime!r}: expected auto, {', '.join(RUNTIMES)} or eager")
     if precision is not None and precision not in PRECISIONS:
         raise HypersegError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if shapes not in SHAPES:
+        raise HypersegError(f"--shapes {shapes!r}: expected one of {', '.join(SHAPES)}")
     is_onnx = isinstance(source, (str, Path)) and str(source).lower().endswith(".onnx")
     if runtime == "auto":
         runtime = _auto_runtime(is_onnx, precision, device)

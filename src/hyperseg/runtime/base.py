@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Runtime", "RUNTIMES", "PRECISIONS", "fit_input", "restore_output", "padded_size"]
+__all__ = ["Runtime", "RUNTIMES", "PRECISIONS", "SHAPES", "fit_input", "restore_output", "padded_size"]
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
+SHAPES = ("static", "dynamic")  # how a PyTorch model is converted: per input size, or once for all
 
 
 def padded_size(size: tuple[int, int], multiple: tuple[int, int]) -> tuple[int, int]:

@@ -36,7 +36,7 @@ from ..errors import HypersegError
 from .onnx_export import DEFAULT_OPSET, export_onnx
 
 __all__ = ["cache_dir", "cache_limit_bytes", "cache_lock", "prune_cache", "weights_digest", "cached_onnx",
-           "isolate_conversions"]
+           "isolate_conversions", "size_label"]
 
 DEFAULT_CACHE_MAX_MB = 2048
 _ISOLATED = [False]  # set once by a long-lived process; read by every conversion
@@ -116,6 +116,11 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def size_label(size: Optional[tuple[int, int]], dynamic: str = "any size") -> str:
+    """``"HxW"`` for a conversion at one size; ``dynamic`` for one that takes every size (``None``)."""
+    return f"{size[0]}x{size[1]}" if size else dynamic
+
+
 def cached_onnx(model: nn.Module, size: Optional[tuple[int, int]], precision: str, *,
                 calibration: Optional[str] = None, calibration_count: int = 30) -> tuple[Path, float]:
     """The ONNX file of ``model`` at ``size`` (``None``: one file for any size, HyperSeg models only)
@@ -135,8 +140,7 @@ def cached_onnx(model: nn.Module, size: Optional[tuple[int, int]], precision: st
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:20]
     arch = str(getattr(model, "meta", {}).get("name") or getattr(model, "meta", {}).get("architecture") or "model")
     arch = re.sub(r"[^A-Za-z0-9_.-]", "_", arch)  # "smp:FPN" -> "smp_FPN": a file name on every system
-    at = f"{size[0]}x{size[1]}" if size else "dynamic"
-    path = cache_dir() / f"{arch}-{at}-{precision}-{key}.onnx"
+    path = cache_dir() / f"{arch}-{size_label(size, 'dynamic')}-{precision}-{key}.onnx"
     with _CACHE_LOCK:
         if path.is_file():  # a hit (perhaps made by another thread while this one waited): mark it used
             with suppress(OSError):
@@ -165,8 +169,7 @@ def _make(model: nn.Module, path: Path, size: Optional[tuple[int, int]], precisi
         ok, value = pickle.loads(done.stdout)
     except Exception:  # the child died before answering (killed, out of memory)
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-        at = f"{size[0]}x{size[1]}" if size else "any size"
-        raise HypersegError(f"converting the model for {at} failed in its child process "
+        raise HypersegError(f"converting the model for {size_label(size)} failed in its child process "
                             f"(exit code {done.returncode}): {tail[0]}") from None
     if not ok:
         raise value

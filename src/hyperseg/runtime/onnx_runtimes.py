@@ -18,11 +18,11 @@ from ..errors import HypersegError, require
 from ..meta_schema import MAX_SIDE, check_model_meta
 from ..model import HyperSeg
 from .base import Runtime, fit_input, padded_size, restore_output
-from .cache import cache_dir, cache_lock, cached_onnx
+from .cache import cache_dir, cache_lock, cached_onnx, size_label
 from .onnx_export import read_onnx_meta, read_onnx_proto
 from .torch_runtime import runtime_meta
 
-__all__ = ["OnnxRuntimeRuntime", "OpenVinoRuntime", "ConvertedRuntime", "ONNX_RUNTIMES", "SHAPES", "onnx_file_meta",
+__all__ = ["OnnxRuntimeRuntime", "OpenVinoRuntime", "ConvertedRuntime", "ONNX_RUNTIMES", "onnx_file_meta",
            "check_graph", "check_logits"]
 
 _REQUIRED = ("class_names", "mean", "std")
@@ -254,9 +254,6 @@ def _keep_newest(compiled: OrderedDict) -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-SHAPES = ("static", "dynamic")
-
-
 class ConvertedRuntime(Runtime):
     """A PyTorch model run in an ONNX runtime, converted on first use and cached on disk.
 
@@ -276,8 +273,6 @@ class ConvertedRuntime(Runtime):
         self.engine_cls = ONNX_RUNTIMES[runtime]
         require("onnx", "onnx", "converting a model for onnxruntime or OpenVINO")
         require("onnxscript", "onnx", "converting a model for onnxruntime or OpenVINO")
-        if shapes not in SHAPES:
-            raise HypersegError(f"--shapes {shapes!r}: expected one of {', '.join(SHAPES)}")
         self.engine_cls.check_offers(precision)  # before minutes of conversion, not after
         if precision == "int8" and calibration is None:
             raise HypersegError("precision int8 needs calibration images: give --calibration DIR (a folder of images)")
@@ -302,9 +297,8 @@ class ConvertedRuntime(Runtime):
             engine = self.engine_cls(path, precision=self.precision)
         self.conversion_seconds += seconds
         if seconds:
-            at = "any size" if target is None else f"{target[0]}x{target[1]}"
             _log.info("converted the model for %s at %s (%s) in %.1f s, cached as %s",
-                      self.name, at, self.precision, seconds, path)
+                      self.name, size_label(target), self.precision, seconds, path)
         self.engines[target] = engine
         _keep_newest(self.engines)
         return engine
