@@ -28,6 +28,7 @@ THIN = ["pole", "sign/symbol", "fence", "pedestrian", "bicyclist"]
 RARE = "[" + ",".join(THIN) + "]"
 CANDIDATES: dict[str, list[str]] = {
     "today": [],
+    "today_seed1": ["train.seed=1"],  # the control: how far a second seed of today's recipe moves the row
     "scales_0.5_2": ["data.scale_range=[0.5,2.0]"],
     "full_crops": ["data.crop_size=[288,384]"],  # 360x480 seen at 0.8
     "ema": ["train.ema_decay=0.995"],  # a ~200-step window: 0.999 would still hold the first steps at 1000
