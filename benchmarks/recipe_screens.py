@@ -1,7 +1,7 @@
 """Screen recipe changes on a drive the model never saw (the recipe issue), with val next to it.
 
     python benchmarks/recipe_screens.py --data ../shared/data/camvid [--iters 1000] [--only ema,jitter]
-        [--json docs/recipe_screens.json]
+        [--json docs/recipe_screens.json] [--report-only]
 
 Each candidate is today's fast recipe (configs/camvid_fast.yaml) plus a few overrides, trained for
 ``--iters`` steps on the train split's drives 0001TP and 0016E5 only (266 frames). Its last
@@ -84,8 +84,8 @@ def main() -> None:
     p.add_argument("--only", default=None, help="comma-separated candidates (default: all)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "screens")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--report-only", action="store_true", help="train nothing: report the finished rows")
     args = p.parse_args()
-    from hyperseg.engine.bench import machine_info
 
     names = args.only.split(",") if args.only else list(CANDIDATES)
     unknown = [n for n in names if n not in CANDIDATES]
@@ -93,13 +93,29 @@ def main() -> None:
         raise SystemExit(f"--only {','.join(unknown)}: expected some of {', '.join(CANDIDATES)}")
     rows = {}
     for name in names:
-        out = train(name, CANDIDATES[name], args)
-        rows[name] = {"overrides": CANDIDATES[name], "unseen": score(out, "train", UNSEEN, args),
-                      "val": score(out, "val", [], args)}
+        out = args.runs / name
+        if args.report_only and not (out / "done.json").is_file():
+            continue
+        try:
+            train(name, CANDIDATES[name], args)
+            rows[name] = {"overrides": CANDIDATES[name], "unseen": score(out, "train", UNSEEN, args),
+                          "val": score(out, "val", [], args)}
+        except (subprocess.CalledProcessError, KeyboardInterrupt):  # the trainer saved; keep the rows so far
+            write_report(rows, args)
+            raise SystemExit(f"screen {name!r} stopped before its scores; rerun the same command to resume it") from None
         (out / "done.json").write_text(json.dumps(rows[name], indent=2))
+        write_report(rows, args)
     print(markdown(rows))
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine_info(), "iters": args.iters, "rows": rows}, indent=2))
+
+
+def write_report(rows: dict[str, dict], args: argparse.Namespace) -> None:
+    """Write the finished rows to --json (atomically), so an interrupted screen keeps them."""
+    from hyperseg.engine.bench import machine_info
+
+    if rows and args.json:
+        tmp = args.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"machine": machine_info(), "iters": args.iters, "rows": rows}, indent=2))
+        tmp.replace(args.json)
 
 
 if __name__ == "__main__":
