@@ -79,3 +79,16 @@ def test_bad_records_are_refused():
         Weights(name="x", architecture="hyperseg", file="x.pt", class_names=("a", "b"), palette=((0, 0, 0),))
     with pytest.raises(HypersegError, match="no weights named"):
         get_weights("nope")
+
+
+def test_a_record_sets_the_scale_its_weights_run_at(isolated_registry, tmp_path, capsys):
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4])
+    hyperseg.save_model(model, tmp_path / "m.pt")  # the file itself says nothing about a scale
+    register_weights(Weights(name="small", architecture="hyperseg", file=str(tmp_path / "m.pt"), input_scale=0.8))
+    assert hyperseg.load_model("small").meta["input_scale"] == 0.8
+    assert "input_scale" not in hyperseg.load_model(str(tmp_path / "m.pt")).meta
+    assert cli_main(["list", "small"]) == 0
+    assert "images seen at 0.8x their size" in capsys.readouterr().out
+    with pytest.raises(HypersegError, match="'bad'.*input_scale 0.*\\(0, 2\\]"):
+        Weights(name="bad", architecture="hyperseg", file="x.pt", input_scale=0)

@@ -25,6 +25,8 @@ def _cmd_list(args: argparse.Namespace) -> None:
         metrics = weights.metrics
         details = [f"{'built-in' if weights.builtin else 'registered'} weights of {weights.architecture}",
                    f"{len(weights.class_names)} classes"]
+        if weights.input_scale is not None:
+            details.append(f"images seen at {weights.input_scale:g}x their size")
         if "val_miou" in metrics:
             fit = " (trained on it: a fit, not an estimate)" if metrics.get("val_in_training") else ""
             details.append(f"val mIoU {metrics['val_miou'] * 100:.2f} on {metrics.get('val_split', '?')}{fit}")

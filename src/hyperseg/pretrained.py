@@ -51,6 +51,8 @@ class Weights:
         format: ``"hyperseg"`` (written by ``save_model``) or ``"official"`` (the authors' ``.pth``).
         sha256: the file's digest, checked when it is loaded.
         input_size: the (H, W) the weights are meant to run at.
+        input_scale: the factor every image is resized by before the network sees it (logits are
+            resized back), when the weights were trained that way; ``None``: the file's own value.
         metrics: measured numbers: ``val_miou`` (a fraction), ``val_split``, ``val_in_training``
             (the weights were trained on that split too, so the number is a fit), and
             ``latency_ms`` per runtime with the ``machine`` they were measured on.
@@ -68,6 +70,7 @@ class Weights:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     input_size: Optional[tuple[int, int]] = None
+    input_scale: Optional[float] = None
     metrics: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
     license: str = ""
@@ -79,6 +82,8 @@ class Weights:
         if self.palette and len(self.palette) != len(self.class_names):
             raise HypersegError(f"weights {self.name!r}: {len(self.palette)} palette colours for "
                                 f"{len(self.class_names)} classes")
+        if self.input_scale is not None and not 0 < self.input_scale <= 2:
+            raise HypersegError(f"weights {self.name!r}: input_scale {self.input_scale!r}; expected a number in (0, 2]")
 
     @property
     def path(self) -> Path:
@@ -110,6 +115,8 @@ class Weights:
             meta.update(class_names=list(self.class_names), palette=[list(c) for c in self.palette])
         if self.input_size:
             meta["input_size"] = list(self.input_size)
+        if self.input_scale is not None:
+            meta["input_scale"] = self.input_scale
         for key in ("val_miou", "val_split", "val_in_training"):
             if key in self.metrics:
                 meta[key] = self.metrics[key]
