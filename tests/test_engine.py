@@ -38,6 +38,54 @@ def test_bootstrapped_ce_matches_per_image_oracle(scale):
     assert loss.item() == pytest.approx(_bootstrapped_oracle(logits, target, 20, 1.0, weight), rel=1e-9)
 
 
+def _lovasz_extension_oracle(probas, target):
+    """Berman et al.'s definition, with explicit sets: for each class present, sort the pixels by error
+    |fg - p| and sum error_i * (J(S_i) - J(S_i-1)), J(M) = |M| / |fg | M| the Jaccard loss of the
+    mispredicted set M; then average over the classes present. Void (255) pixels are left out."""
+    keep = target.flatten() != 255
+    p = probas.permute(0, 2, 3, 1).reshape(-1, probas.shape[1])[keep].tolist()
+    y = target.flatten()[keep].tolist()
+    per_class = []
+    for c in sorted(set(y)):
+        fg = {i for i, t in enumerate(y) if t == c}
+        err = [abs((i in fg) - p[i][c]) for i in range(len(y))]
+        order = sorted(range(len(y)), key=lambda i: -err[i])
+        total, taken, prev = 0.0, set(), 0.0
+        for i in order:
+            taken.add(i)
+            jac = len(taken) / len(fg | taken)
+            total += err[i] * (jac - prev)
+            prev = jac
+        per_class.append(total)
+    return sum(per_class) / len(per_class)
+
+
+def test_lovasz_term_matches_the_set_definition():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6) * 2  # float32: the trainer's loss dtype (smp's Lovasz is float32 only)
+    target = torch.randint(0, 3, (2, 5, 6))  # class 3 absent: it does not count
+    target[1, 0] = 255
+    ce = F.cross_entropy(logits, target, ignore_index=255)
+    loss = build_loss("ce", lovasz_weight=0.7)(logits, target)
+    oracle = ce.item() + 0.7 * _lovasz_extension_oracle(logits.softmax(1), target)
+    assert loss.item() == pytest.approx(oracle, rel=1e-5)
+
+
+def test_lovasz_term_on_hard_predictions_is_one_minus_the_present_class_iou():
+    # on 0/1 probabilities the Lovasz extension equals the Jaccard loss itself: 1 - IoU per class
+    rng = np.random.default_rng(1)
+    pred = rng.integers(0, 3, size=(2, 6, 7))
+    gt = np.where(rng.random((2, 6, 7)) < 0.7, pred, rng.integers(0, 3, size=(2, 6, 7)))
+    gt[0, 0, :3] = 255
+    logits = torch.from_numpy(np.eye(3, dtype=np.float32)[pred].transpose(0, 3, 1, 2) * 40.0)  # softmax: one-hot
+    target = torch.from_numpy(gt)
+    valid = gt != 255
+    ious = [np.sum((pred == c) & (gt == c) & valid) / np.sum(((pred == c) | (gt == c)) & valid)
+            for c in range(3) if np.any((gt == c) & valid)]
+    lovasz = build_loss("ce", lovasz_weight=1.0)(logits, target) - F.cross_entropy(logits, target, ignore_index=255)
+    assert lovasz.item() == pytest.approx(1 - np.mean(ious), abs=1e-6)
+
+
 def test_cross_entropy_ignores_255():
     logits = torch.randn(2, 3, 4, 4)
     target = torch.randint(0, 3, (2, 4, 4))

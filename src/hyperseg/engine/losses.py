@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import HypersegError
+from ..errors import HypersegError, require
 
-__all__ = ["BootstrappedCrossEntropy", "build_loss", "LOSSES"]
+__all__ = ["BootstrappedCrossEntropy", "WithLovasz", "build_loss", "LOSSES"]
 
 LOSSES = ("ce", "bootstrapped_ce")  # plain cross-entropy, or the authors' hard-pixel mining
 
@@ -40,15 +40,37 @@ class BootstrappedCrossEntropy(nn.CrossEntropyLoss):
         return torch.where(hard, mean_above, mean_topk).mean()
 
 
+class WithLovasz(nn.Module):
+    """``task + weight * Lovasz-softmax`` (Berman et al., CVPR 2018), from segmentation_models_pytorch.
+
+    Lovasz-softmax is a convex surrogate of the Jaccard loss, averaged over the classes present in
+    the batch (void pixels left out): each class counts once, whatever its pixel share, so thin
+    classes (pole, sign) weigh as much as road, as they do in mIoU. Per-pixel cross-entropy alone
+    gives a pole almost nothing, which is why it is added to, not swapped for, the task loss.
+    """
+
+    def __init__(self, task: nn.Module, weight: float, ignore_index: int = 255) -> None:
+        super().__init__()
+        losses = require("segmentation_models_pytorch.losses", "smp", "loss.lovasz_weight > 0")
+        self.task, self.weight = task, weight
+        self.lovasz = losses.LovaszLoss("multiclass", per_image=False, ignore_index=ignore_index)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return self.task(logits, target) + self.weight * self.lovasz(logits, target)
+
+
 def _weights(class_weights: Optional[Sequence[float]]) -> Optional[Tensor]:
     return None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
 
 
 def build_loss(name: str, *, class_weights: Optional[Sequence[float]] = None, ignore_index: int = 255,
-               k: int = 4096, threshold: float = 0.3) -> nn.Module:
-    """``"ce"``: torch's pixel-wise cross-entropy; ``"bootstrapped_ce"``: :class:`BootstrappedCrossEntropy`."""
+               k: int = 4096, threshold: float = 0.3, lovasz_weight: float = 0.0) -> nn.Module:
+    """``"ce"``: torch's pixel-wise cross-entropy; ``"bootstrapped_ce"``: :class:`BootstrappedCrossEntropy`;
+    either plus ``lovasz_weight`` times Lovasz-softmax when that is > 0 (:class:`WithLovasz`)."""
     if name == "ce":
-        return nn.CrossEntropyLoss(weight=_weights(class_weights), ignore_index=ignore_index)
-    if name == "bootstrapped_ce":
-        return BootstrappedCrossEntropy(k, threshold, class_weights, ignore_index)
-    raise HypersegError(f"unknown loss {name!r}; expected one of {LOSSES}")
+        task = nn.CrossEntropyLoss(weight=_weights(class_weights), ignore_index=ignore_index)
+    elif name == "bootstrapped_ce":
+        task = BootstrappedCrossEntropy(k, threshold, class_weights, ignore_index)
+    else:
+        raise HypersegError(f"unknown loss {name!r}; expected one of {LOSSES}")
+    return WithLovasz(task, lovasz_weight, ignore_index) if lovasz_weight > 0 else task
