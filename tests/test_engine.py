@@ -69,6 +69,10 @@ def test_lovasz_term_matches_the_set_definition():
     loss = build_loss("ce", lovasz_weight=0.7)(logits, target)
     oracle = ce.item() + 0.7 * _lovasz_extension_oracle(logits.softmax(1), target)
     assert loss.item() == pytest.approx(oracle, rel=1e-5)
+    # stride 2: the Lovasz term on rows and columns 0, 2, 4; cross-entropy still on every pixel
+    loss = build_loss("ce", lovasz_weight=0.7, lovasz_stride=2)(logits, target)
+    sub = logits.softmax(1)[:, :, [0, 2, 4]][..., [0, 2, 4]], target[:, [0, 2, 4]][..., [0, 2, 4]]
+    assert loss.item() == pytest.approx(ce.item() + 0.7 * _lovasz_extension_oracle(*sub), rel=1e-5)
 
 
 def test_lovasz_term_on_hard_predictions_is_one_minus_the_present_class_iou():

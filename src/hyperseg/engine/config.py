@@ -74,6 +74,7 @@ class LossSection:
     threshold: float = 0.3
     class_weights: Optional[list[float]] = None
     lovasz_weight: float = 0.0  # > 0: add this times Lovasz-softmax, a per-class IoU surrogate (needs the smp extra)
+    lovasz_stride: int = 2  # the Lovasz term on every n-th row and column: its per-class sorts cost ~4.5x less at 2
 
 
 @dataclass
@@ -231,6 +232,7 @@ _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "loss.threshold": ("in (0, 1]", lambda v: 0 < v <= 1),
     "loss.class_weights": ("a list of numbers >= 0", lambda v: all(0 <= w < math.inf for w in v)),
     "loss.lovasz_weight": ("a number >= 0", lambda v: 0 <= v < math.inf),
+    "loss.lovasz_stride": _at_least(1),
     "distill.temperature": _positive(),
     "distill.weight": _within(0, 1),
     "train.seed": _at_least(0),

@@ -47,16 +47,22 @@ class WithLovasz(nn.Module):
     the batch (void pixels left out): each class counts once, whatever its pixel share, so thin
     classes (pole, sign) weigh as much as road, as they do in mIoU. Per-pixel cross-entropy alone
     gives a pole almost nothing, which is why it is added to, not swapped for, the task loss.
+
+    The Lovasz term sorts every pixel once per class, which on a CPU costs more than the rest of
+    the loss (8 crops of 256x320, 11 classes, 2-core Xeon: 0.72 s a step, forward and backward); ``stride`` 2 scores it on
+    every second row and column (0.16 s), a regular quarter of the pixels. The task loss always
+    sees every pixel.
     """
 
-    def __init__(self, task: nn.Module, weight: float, ignore_index: int = 255) -> None:
+    def __init__(self, task: nn.Module, weight: float, ignore_index: int = 255, stride: int = 1) -> None:
         super().__init__()
         losses = require("segmentation_models_pytorch.losses", "smp", "loss.lovasz_weight > 0")
-        self.task, self.weight = task, weight
+        self.task, self.weight, self.stride = task, weight, stride
         self.lovasz = losses.LovaszLoss("multiclass", per_image=False, ignore_index=ignore_index)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return self.task(logits, target) + self.weight * self.lovasz(logits, target)
+        s = self.stride
+        return self.task(logits, target) + self.weight * self.lovasz(logits[:, :, ::s, ::s], target[:, ::s, ::s])
 
 
 def _weights(class_weights: Optional[Sequence[float]]) -> Optional[Tensor]:
@@ -64,7 +70,8 @@ def _weights(class_weights: Optional[Sequence[float]]) -> Optional[Tensor]:
 
 
 def build_loss(name: str, *, class_weights: Optional[Sequence[float]] = None, ignore_index: int = 255,
-               k: int = 4096, threshold: float = 0.3, lovasz_weight: float = 0.0) -> nn.Module:
+               k: int = 4096, threshold: float = 0.3, lovasz_weight: float = 0.0,
+               lovasz_stride: int = 1) -> nn.Module:
     """``"ce"``: torch's pixel-wise cross-entropy; ``"bootstrapped_ce"``: :class:`BootstrappedCrossEntropy`;
     either plus ``lovasz_weight`` times Lovasz-softmax when that is > 0 (:class:`WithLovasz`)."""
     if name == "ce":
@@ -73,4 +80,4 @@ def build_loss(name: str, *, class_weights: Optional[Sequence[float]] = None, ig
         task = BootstrappedCrossEntropy(k, threshold, class_weights, ignore_index)
     else:
         raise HypersegError(f"unknown loss {name!r}; expected one of {LOSSES}")
-    return WithLovasz(task, lovasz_weight, ignore_index) if lovasz_weight > 0 else task
+    return WithLovasz(task, lovasz_weight, ignore_index, lovasz_stride) if lovasz_weight > 0 else task

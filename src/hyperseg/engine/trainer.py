@@ -310,8 +310,8 @@ class Trainer:
         self.ema = self._make_ema(resume)
         self.scaler = torch.amp.GradScaler(self.proc.device.type, enabled=self.amp_dtype == torch.float16)
         self.criterion = build_loss(cfg.loss.name, class_weights=cfg.loss.class_weights, k=cfg.loss.k,
-                                    threshold=cfg.loss.threshold, lovasz_weight=cfg.loss.lovasz_weight
-                                    ).to(self.proc.device)
+                                    threshold=cfg.loss.threshold, lovasz_weight=cfg.loss.lovasz_weight,
+                                    lovasz_stride=cfg.loss.lovasz_stride).to(self.proc.device)
         self.teacher = self._make_teacher()
         if self.proc.main:
             warning = emulated_bf16_warning(self.amp_dtype, self.proc.device)
