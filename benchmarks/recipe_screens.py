@@ -36,6 +36,8 @@ CANDIDATES: dict[str, list[str]] = {
     "rare_crops": [f"data.focus_classes={RARE}", "data.focus_prob=0.5"],
     # the two changes that each gained most in the first screens, together
     "scales_rare": ["data.scale_range=[0.5,2.0]", f"data.focus_classes={RARE}", "data.focus_prob=0.5"],
+    # a per-class IoU surrogate next to the bootstrapped CE: every class counts once, as in mIoU
+    "lovasz": ["loss.lovasz_weight=1.0"],
 }
 
 
