@@ -38,6 +38,7 @@ CANDIDATES: dict[str, list[str]] = {
     "scales_rare": ["data.scale_range=[0.5,2.0]", f"data.focus_classes={RARE}", "data.focus_prob=0.5"],
     # a per-class IoU surrogate next to the bootstrapped CE: every class counts once, as in mIoU
     "lovasz": ["loss.lovasz_weight=1.0"],
+    "lovasz_seed1": ["loss.lovasz_weight=1.0", "train.seed=1"],  # does the gain survive another seed?
 }
 
 
