@@ -5,6 +5,7 @@ is initialised and every helper degrades to the single-process answer.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence, TypeVar
@@ -55,7 +56,15 @@ def init_process(device: str = "auto") -> Process:
             resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(resolved)
         dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+        # A group left alive at exit lets the interpreter tear down under gloo's threads, which
+        # now and then aborts a finished rank ("terminate called without an active exception").
+        atexit.register(_destroy_process_group)
     return Process(resolved, dist.get_rank(), dist.get_world_size())
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard(items: Sequence[T], proc: Process) -> list[T]:
