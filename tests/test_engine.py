@@ -66,7 +66,7 @@ def test_lovasz_term_matches_the_set_definition():
     target = torch.randint(0, 3, (2, 5, 6))  # class 3 absent: it does not count
     target[1, 0] = 255
     ce = F.cross_entropy(logits, target, ignore_index=255)
-    loss = build_loss("ce", lovasz_weight=0.7)(logits, target)
+    loss = build_loss("ce", lovasz_weight=0.7, lovasz_stride=1)(logits, target)
     oracle = ce.item() + 0.7 * _lovasz_extension_oracle(logits.softmax(1), target)
     assert loss.item() == pytest.approx(oracle, rel=1e-5)
     # stride 2: the Lovasz term on rows and columns 0, 2, 4; cross-entropy still on every pixel
@@ -86,7 +86,7 @@ def test_lovasz_term_on_hard_predictions_is_one_minus_the_present_class_iou():
     valid = gt != 255
     ious = [np.sum((pred == c) & (gt == c) & valid) / np.sum(((pred == c) | (gt == c)) & valid)
             for c in range(3) if np.any((gt == c) & valid)]
-    lovasz = build_loss("ce", lovasz_weight=1.0)(logits, target) - F.cross_entropy(logits, target, ignore_index=255)
+    lovasz = build_loss("ce", lovasz_weight=1.0, lovasz_stride=1)(logits, target) - F.cross_entropy(logits, target, ignore_index=255)
     assert lovasz.item() == pytest.approx(1 - np.mean(ious), abs=1e-6)
 
 
