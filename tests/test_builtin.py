@@ -13,7 +13,7 @@ BUILTIN = [name for name in hyperseg.list_weights() if hyperseg.get_weights(name
 
 
 def test_the_default_and_the_train_only_model_ship():
-    assert {"camvid", "camvid_train"} <= set(BUILTIN)
+    assert {"camvid", "camvid_train", "camvid_fast", "camvid_fast_train"} <= set(BUILTIN)
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -46,9 +46,14 @@ def test_default_predict_writes_label_png_and_overlay(tmp_path, capsys):
         assert (np.abs(panel - np.array(palette[c])).sum(1) < 30).sum() >= 50, c  # of 225 swatch pixels
 
 
-# camvid_train's number is the honest one (val unseen) and runs by default; camvid's (trained on val,
-# a fit) is the same code path for a minute more, so it runs with -m slow.
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n == "camvid" else []) for n in BUILTIN])
+# The train-only models' numbers are the honest ones (val unseen) and run by default; those of the
+# models trained on val too (a fit) are the same code path for a minute more each, so they run with -m slow.
+def _trained_on_val(name: str) -> bool:
+    return hyperseg.get_weights(name).metrics["val_in_training"]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if _trained_on_val(n) else [])
+                                  for n in BUILTIN])
 def test_eval_reproduces_shipped_val_miou(name, camvid_root, tmp_path):
     out = tmp_path / "metrics.json"
     assert cli_main(["eval", "-m", name, "--data", str(camvid_root), "--split", "val", "--out", str(out),
