@@ -1,6 +1,7 @@
 """Hostile input, grouped by command: exit code 2, one sentence naming the culprit, no traceback,
 and input files byte-identical afterwards wherever data could be lost."""
 import errno
+import importlib
 import os
 import shutil
 import struct
@@ -298,9 +299,8 @@ def test_serve_limits_must_be_finite(option, value, capfd):
 
 
 def test_confusion_image_without_the_viz_extra_fails_before_evaluating(tiny_camvid, tmp_path, capfd, monkeypatch):
-    import hyperseg.engine.evaluate
-
-    evaluate_module = sys.modules["hyperseg.engine.evaluate"]  # the package re-exports a function of that name
+    # the module, not the package attribute: the package re-exports a function of that name
+    evaluate_module = importlib.import_module("hyperseg.engine.evaluate")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the extra were not installed
     monkeypatch.setattr(evaluate_module, "evaluate", lambda *a, **k: pytest.fail("evaluated before the check"))
     code, err = _run(["eval", "--data", tiny_camvid, "--confusion-image", tmp_path / "cm.png", "--workers", "0"], capfd)
