@@ -203,7 +203,7 @@ _LITE2 = dict(config=_CAMVID_LITE2, latency=_CAMVID_LATENCY, backbone="efficient
               crop_size=[288, 384])
 _LITE2_COMMAND = "hyperseg train --config configs/camvid_cpu.yaml"
 # camvid's retrain (issue: accuracy on unseen drives): the Lovasz term, which the unseen-drive screens
-# support, in float32, since bf16 autocast was slower on that session's Xeon (3.6 vs 4.6 images/s)
+# support, in float32: on that session's AMX Xeon a float32 step took 0.89x a bf16 one (docs/training.md)
 _LITE2_LOVASZ = "loss.lovasz_weight=1.0 train.amp=off"
 
 
