@@ -206,9 +206,10 @@ _LITE2_COMMAND = "hyperseg train --config configs/camvid_cpu.yaml"
 # support, in float32: a float32 step took 0.89x a bf16 one on camvid's AMX Xeon and 1.01x on camvid_train's
 # AVX-512 EPYC (docs/training.md), and one precision keeps the twins one recipe
 _LITE2_LOVASZ = "loss.lovasz_weight=1.0 train.amp=off"
-# the camvid_train file before that retrain (the recipe without Lovasz, val 76.56): the fast models'
-# teacher; `git show 5780e05:src/hyperseg/weights/camvid_train.pt > teacher.pt` recovers it
-_CAMVID_TRAIN_V0 = "camvid_train as of commit 5780e05 (sha256 cc3319832185f40f..., without Lovasz)"
+# the fast models' teacher: the camvid_train file before that retrain (without Lovasz, val 76.56);
+# configs/camvid_fast.yaml says how to recover it from git
+_CAMVID_TRAIN_V0 = ("camvid_train as of commit 5780e05, "
+                    "sha256 cc3319832185f40f6308ff761f8f7835bb88cacf4f7b31b11af5b10d9d5c1008")
 
 
 register_weights(_camvid(
