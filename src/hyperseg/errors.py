@@ -8,7 +8,7 @@ line shows its traceback.
 from __future__ import annotations
 
 __all__ = ["HypersegError", "MissingExtraError", "NotFoundError", "OutputExistsError", "InputTypeError",
-           "DivergedError", "require"]
+           "DivergedError", "ResourceError", "require"]
 
 
 class HypersegError(ValueError):
@@ -33,6 +33,12 @@ class InputTypeError(HypersegError, TypeError):
 
 class DivergedError(HypersegError, FloatingPointError):
     """Training produced a non-finite loss."""
+
+
+class ResourceError(HypersegError, OSError):
+    """The machine, not the input, cannot go on: a read-only or full cache, a conversion process that
+    was killed, memory that ran out. A job over many inputs stops at the first one, since every later
+    input would fail the same way; a server answers it as its own fault (503), not the client's."""
 
 
 def require(module: str, extra: str, what: str):
