@@ -229,3 +229,114 @@ def test_bad_batch_size_is_one_line(capfd):
         cli_main(["predict", "--batch-size", "0"])
     err = capfd.readouterr().err
     assert exit.value.code == 2 and "--batch-size: 0 is out of range" in err and "Traceback" not in err
+
+
+# --- outputs: unique names, links, damaged manifests, videos, the machine's own failures ---
+
+def _one_error(err: str) -> str:
+    """The single error sentence predict printed (its info lines aside)."""
+    errors = [line for line in err.splitlines() if line.startswith("hyperseg predict: error")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_output_names_are_unique_ignoring_case_and_never_take_another_inputs_name():
+    from hyperseg.engine.predict import output_names
+
+    for files in ([Path("a.PNG"), Path("a.png"), Path("a_png_1.png")],
+                  [Path("d1/x.png"), Path("d2/x.png"), Path("d3/x_png_1.png")],
+                  [Path("A.png"), Path("a.png")]):
+        names = output_names(files)
+        assert len({n.casefold() for n in names}) == len(files), names
+    # an input whose own stem is unique keeps it; the repeated ones count past it
+    assert output_names([Path("d1/x.png"), Path("d2/x.png"), Path("d3/x_png_1.png")]) == ["x_png_2", "x_png_3", "x_png_1"]
+
+
+def test_a_250_byte_input_name_gives_short_unique_outputs_and_resume_works(tiny_model, tmp_path, capfd):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    stems = ["a" * 246, "a" * 245 + "b"]  # 250 bytes with ".png"; equal for their first 200 bytes
+    for stem in stems:
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(folder / f"{stem}.png")
+    out = tmp_path / "out"
+    code, err = _predict([folder, "--out", out, "--model", tiny_model, "--runtime", "torch"], capfd)
+    assert code == 0, err
+    labels = sorted(p.name for p in out.glob("*.png"))
+    assert len(labels) == 2 and all(len(n.encode()) <= 255 - len("_overlay.tmp.mp4") for n in labels)
+    code, err = _predict([folder, "--out", out, "--model", tiny_model, "--runtime", "torch", "--resume"], capfd)
+    assert code == 0 and "2 already done" in err, err
+
+
+@pytest.mark.parametrize("link", [".hyperseg-predict", ".hyperseg-predict/done-0.txt"])
+def test_a_link_where_predict_keeps_its_records_is_refused_and_its_target_untouched(tiny_model, tmp_path, capfd, link):
+    inputs = _images(tmp_path / "in", 2, size=(40, 56))
+    out = tmp_path / "out"
+    code, err = _predict([inputs, "--out", out, "--model", tiny_model, "--runtime", "torch"], capfd)
+    assert code == 0, err
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "done-0.txt").write_text("someone else's\n")
+    (victim / "notes.txt").write_text("keep\n")
+    before = _hashes(victim)
+    path = out / link
+    if link.endswith(".txt"):
+        path.unlink()
+        path.symlink_to(victim / "notes.txt")
+    else:
+        import shutil
+
+        shutil.rmtree(path)
+        path.symlink_to(victim, target_is_directory=True)
+    code, err = _predict([inputs, "--out", out, "--model", tiny_model, "--runtime", "torch", "--resume"], capfd)
+    assert code == 2 and "symbolic link" in _one_error(err), err
+    # --overwrite forgets the old logs: a link inside the folder goes with it, never what it points at
+    code, err = _predict([inputs, "--out", out, "--model", tiny_model, "--runtime", "torch", "--overwrite"], capfd)
+    assert (code, "symbolic link" in err) == ((0, False) if link.endswith(".txt") else (2, True)), err
+    assert _hashes(victim) == before
+
+
+@pytest.mark.parametrize("inputs", [[1, 2], None, {"count": "2"}])
+def test_a_manifest_with_damaged_inputs_is_one_line(tiny_model, tmp_path, capfd, inputs):
+    images = _images(tmp_path / "in", 2, size=(40, 56))
+    out = tmp_path / "out"
+    assert _predict([images, "--out", out, "--model", tiny_model, "--runtime", "torch"], capfd)[0] == 0
+    record = json.loads((out / MANIFEST_NAME).read_text())
+    record["inputs"] = inputs
+    (out / MANIFEST_NAME).write_text(json.dumps(record))
+    code, err = _predict([images, "--out", out, "--model", tiny_model, "--runtime", "torch", "--resume"], capfd)
+    assert code == 2 and MANIFEST_NAME in _one_error(err), err
+
+
+def test_bad_videos_are_skipped_and_listed_like_bad_images(tiny_model, tmp_path, capfd):
+    cv2 = pytest.importorskip("cv2")
+    folder = _images(tmp_path / "in", 1, size=(40, 56))
+    (folder / "broken.mp4").write_bytes(b"not a video at all" * 10)
+    writer = cv2.VideoWriter(str(folder / "tiny.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (16, 16))
+    for _ in range(3):
+        writer.write(np.zeros((16, 16, 3), np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    files = [folder / "broken.mp4", folder / "tiny.mp4", folder / "frame_000.png"]  # the image comes last
+    code, err = _predict([*[str(f) for f in files[:0]], str(folder / "*"), "--out", out, "--model", tiny_model,
+                          "--runtime", "torch"], capfd)
+    assert code == 1, err
+    assert (out / "frame_000.png").is_file() and (out / "frame_000_overlay.jpg").is_file()
+    assert "broken.mp4" in err and "tiny.mp4" in err and "2 of 3 inputs failed" in err
+    assert not any(p.name.endswith(".tmp.mp4") or p.suffix == ".mp4" for p in out.iterdir())
+
+
+def test_the_machines_own_failure_stops_the_job_at_the_first_input(tiny_model, tmp_path, capfd, monkeypatch):
+    from hyperseg.errors import ResourceError
+
+    calls = []
+
+    def no_cache(self, images):
+        calls.append(len(images))
+        raise ResourceError("the cache folder /nowhere is read-only")
+
+    monkeypatch.setattr(Predictor, "segment", no_cache)
+    inputs = _images(tmp_path / "in", 6, size=(40, 56))
+    code, err = _predict([inputs, "--out", tmp_path / "out", "--model", tiny_model, "--runtime", "torch"], capfd)
+    assert code == 2 and "read-only" in _one_error(err), err
+    assert calls == [1]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import glob as globlib
+import hashlib
 import os
 import queue
 import threading
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from ..checkpoint import atomic_write, refuse_replacing_inputs
 from ..classes import default_palette
 from ..data.io import IMAGE_EXTENSIONS, DataError, read_image
-from ..errors import HypersegError, require
+from ..errors import HypersegError, OutputExistsError, ResourceError, require
 from ..runtime import Runtime, load_runtime
 from ..model.hyperseg import MIN_INPUT_SIZE
 from ..pretrained import DEFAULT_MODEL
@@ -52,16 +53,45 @@ def collect_inputs(source: Union[str, Path]) -> list[Path]:
     raise DataError(f"{path}: file not found")
 
 
+# Bytes of an output name before its suffix: the longest file made from it, a video's temporary
+# ".<name>_overlay.tmp.mp4", then stays within the 255-byte name limit of common file systems.
+MAX_NAME_BYTES = 200
+
+
+def _fit(name: str) -> str:
+    """``name`` itself, or, when too long for a file name, its start and 8 hex digits of its hash."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= MAX_NAME_BYTES:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    head = raw[: MAX_NAME_BYTES - 9].decode("utf-8", "ignore")  # cut on a character boundary
+    return f"{head}~{digest}"
+
+
 def output_names(files: Sequence[Path]) -> list[str]:
     """One unique output name per input: its stem, then ``<stem>_<ext>`` where stems repeat
-    (``scene.png`` and ``scene.jpg``), then a counter where even those repeat (same name in two folders)."""
-    stems = Counter(p.stem for p in files)  # counted once: linear in the number of files
-    names = [f"{p.stem}_{p.suffix.lstrip('.').lower()}" if stems[p.stem] > 1 else p.stem for p in files]
-    totals, seen = Counter(names), Counter()
+    (``scene.png`` and ``scene.jpg``), then a counter where even those repeat (same name in two
+    folders). Names are unique ignoring case (``a.PNG`` and ``a.png`` on a case-insensitive disk),
+    a counter never lands on another input's name, and long names are shortened to fit."""
+    stems = Counter(p.stem.casefold() for p in files)  # counted once: linear in the number of files
+    names = [_fit(f"{p.stem}_{p.suffix.lstrip('.').lower()}" if stems[p.stem.casefold()] > 1 else p.stem)
+             for p in files]
+    totals = Counter(n.casefold() for n in names)
+    taken = {n.casefold() for n in names if totals[n.casefold()] == 1}  # kept as they are
+    counters: Counter = Counter()
     unique = []
     for name in names:
-        seen[name] += 1
-        unique.append(name if totals[name] == 1 else f"{name}_{seen[name]}")
+        key = name.casefold()
+        if totals[key] == 1:
+            unique.append(name)
+            continue
+        while True:  # the next free counter; each name's counter only moves forward, so this stays linear
+            counters[key] += 1
+            candidate = _fit(f"{name}_{counters[key]}")
+            if candidate.casefold() not in taken:
+                break
+        taken.add(candidate.casefold())
+        unique.append(candidate)
     return unique
 
 
@@ -271,7 +301,8 @@ class Predictor:
                 on_done(path)
 
         def failed(path: Path, exc: HypersegError) -> None:
-            if failures is None:
+            # the machine's fault (a read-only cache, no memory) would fail every later input the same way
+            if failures is None or isinstance(exc, ResourceError):
                 raise exc
             message = str(exc)
             failures.append((path, message if str(path) in message else f"{path}: {message}"))
@@ -282,6 +313,8 @@ class Predictor:
         def flush(sink: Any) -> None:
             try:
                 labels = self.segment([image for _, image in pending])
+            except ResourceError:
+                raise
             except HypersegError:
                 labels = None
             for i, (path, image) in enumerate(pending):
@@ -306,10 +339,14 @@ class Predictor:
                     bar.update(1)
                 elif image is None:  # a video: decoding, inference and encoding overlap inside
                     labels_dir = out / f"{plan[path][0].stem[: -len('_overlay')]}_labels" if video_labels else None
-                    self.predict_video(path, plan[path][0], alpha=alpha, labels_dir=labels_dir, progress=progress)
-                    completed.add(path)
-                    if on_done is not None:
-                        on_done(path)
+                    try:
+                        self.predict_video(path, plan[path][0], alpha=alpha, labels_dir=labels_dir, progress=progress)
+                    except HypersegError as exc:  # like an unreadable image: listed, and the others go on
+                        failed(path, exc)
+                    else:
+                        completed.add(path)
+                        if on_done is not None:
+                            on_done(path)
                     bar.update(1)
                 else:
                     pending.append((path, image))
@@ -331,6 +368,10 @@ class Predictor:
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
         tmp = out_path.with_name(f".{out_path.stem}.tmp.mp4")
         if labels_dir is not None:
+            if os.path.islink(labels_dir) or (labels_dir.exists() and not labels_dir.is_dir()):
+                cap.release()
+                raise OutputExistsError(f"{labels_dir}: a symbolic link or a file where the video's label folder goes; "
+                                        f"remove it, or choose another --out")
             labels_dir.mkdir(parents=True, exist_ok=True)
 
         def frames() -> Iterator[np.ndarray]:
@@ -355,20 +396,30 @@ class Predictor:
                 _save_atomic(self.label_image(labels), labels_dir / f"{index:06d}.png")
 
         bar = tqdm(total=total, desc=path.name, unit="frame", disable=not progress)
+        finished = False
         try:
             with _Background(write) as sink:
                 for index, rgb in enumerate(_prefetch(frames())):
-                    sink.put((index, rgb, self(rgb)))
+                    try:
+                        labels = self(rgb)
+                    except HypersegError as exc:
+                        if isinstance(exc, ResourceError):
+                            raise
+                        raise DataError(f"{path}: frame {index}: {exc}") from None
+                    sink.put((index, rgb, labels))
                     bar.update(1)
+            if not writer:
+                raise DataError(f"{path}: the video has no readable frames")
+            writer[0].release()
+            os.replace(tmp, out_path)
+            finished = True
         finally:
             bar.close()
             if writer:
                 writer[0].release()
-        if not writer:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise DataError(f"{path}: the video has no readable frames")
-        os.replace(tmp, out_path)
+            if not finished:  # a half-written video is never left behind
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
         return out_path
 
 

@@ -20,7 +20,8 @@ from typing import Any, Iterable, Optional, Sequence
 from ..checkpoint import atomic_write_text
 from ..errors import HypersegError, OutputExistsError
 
-__all__ = ["MANIFEST_NAME", "DONE_DIR", "PredictManifest", "DoneLog", "inputs_digest", "read_done", "remove_stale_temporaries"]
+__all__ = ["MANIFEST_NAME", "DONE_DIR", "PredictManifest", "DoneLog", "inputs_digest", "read_done", "refuse_link",
+           "remove_stale_temporaries"]
 
 MANIFEST_NAME = "hyperseg-predict.json"
 DONE_DIR = ".hyperseg-predict"
@@ -54,6 +55,7 @@ class PredictManifest:
         self.inputs = {"count": len(files), "sha256": inputs_digest(files)}
 
     def stored(self) -> Optional[dict[str, Any]]:
+        refuse_link(self.path, self.out)
         if not self.path.is_file():
             return None
         try:
@@ -61,7 +63,10 @@ class PredictManifest:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise HypersegError(f"{self.path}: not a readable predict manifest ({exc}); move it away or use "
                                 f"another --out") from None
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("options"), dict):
+        inputs = data.get("inputs") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("options"), dict) \
+                or not isinstance(inputs, dict) or not isinstance(inputs.get("count"), int) \
+                or not isinstance(inputs.get("sha256"), str):
             raise HypersegError(f"{self.path}: not a hyperseg predict manifest of schema {SCHEMA}; move it away "
                                 f"or use another --out")
         return data
@@ -87,10 +92,10 @@ class PredictManifest:
             if stored.get("inputs") != self.inputs:
                 raise OutputExistsError(
                     f"--resume: the inputs differ from those of the run in --out {self.out} "
-                    f"({stored.get('inputs', {}).get('count')} inputs then, {self.inputs['count']} now); "
+                    f"({stored['inputs']['count']} inputs then, {self.inputs['count']} now); "
                     f"give the same inputs, or another --out")
             return "resume"
-        existing = next((p for p in planned if p.exists()), None)
+        existing = next((p for p in planned if os.path.lexists(p)), None)
         if existing is not None and not overwrite:  # not ours: no manifest says a run of ours wrote it
             raise OutputExistsError(f"--out {self.out}: {existing} exists and was not written by a hyperseg predict "
                                     f"run (no {MANIFEST_NAME}); give --overwrite to replace it, or another --out")
@@ -99,9 +104,11 @@ class PredictManifest:
     def start(self, mode: str) -> None:
         """Record the options (atomically); a fresh or overwriting run also forgets the old done logs."""
         self.out.mkdir(parents=True, exist_ok=True)
+        done_dir = self.out / DONE_DIR
+        refuse_link(done_dir, self.out)
         if mode != "resume":
-            shutil.rmtree(self.out / DONE_DIR, ignore_errors=True)
-        (self.out / DONE_DIR).mkdir(exist_ok=True)
+            shutil.rmtree(done_dir, ignore_errors=True)
+        done_dir.mkdir(exist_ok=True)
         if mode != "resume" or not self.path.is_file():
             record = {"schema": SCHEMA, "tool": "hyperseg predict", "options": self.options, "inputs": self.inputs}
             atomic_write_text(self.path, json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -112,8 +119,15 @@ class DoneLog:
 
     def __init__(self, out: Path, rank: int) -> None:
         path = Path(out) / DONE_DIR / f"done-{rank}.txt"
-        torn = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
-        self._file = path.open("a", encoding="utf-8", errors="surrogateescape")
+        refuse_link(path.parent, out)
+        refuse_link(path, out)
+        try:  # O_NOFOLLOW: a link put there between the check and the open is refused by the kernel
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            raise HypersegError(f"{path}: cannot open the done log ({exc.strerror or exc})") from None
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        self._file = os.fdopen(fd, "a", encoding="utf-8", errors="surrogateescape")
         if torn:  # a kill mid-line: end that line, so the next entry starts on its own
             self._file.write("\n")
 
@@ -123,6 +137,14 @@ class DoneLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def refuse_link(path: Path, out: Path) -> None:
+    """Refuse a symbolic link where ``predict`` keeps its own records: writing through it would
+    change a file elsewhere, one that no predict run wrote."""
+    if os.path.islink(path):
+        raise OutputExistsError(f"--out {out}: {path} is a symbolic link, where predict keeps its own records; "
+                                f"remove the link, or choose another --out")
 
 
 def remove_stale_temporaries(out: Path, planned: Iterable[Path]) -> int:
