@@ -65,3 +65,22 @@ def test_eval_reproduces_shipped_val_miou(name, camvid_root, tmp_path):
     assert metrics["miou"] == pytest.approx(shipped["val_miou"] * 100, abs=1e-3)
     for name, iou in shipped["val_per_class_iou"].items():
         assert metrics["per_class_iou"][name] == pytest.approx(iou * 100, abs=1e-2)
+
+
+def test_a_record_without_palette_keeps_the_models_own(tmp_path, monkeypatch):
+    """A record may name classes without colours: the model keeps the palette it has, and its
+    metadata stays valid (an empty palette for three classes would make every exported file unreadable)."""
+    from hyperseg import pretrained
+    from hyperseg.meta_schema import check_model_meta
+
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4])
+    model.meta.update(class_names=["x", "y", "z"], palette=[[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    hyperseg.save_model(model, tmp_path / "m.pt")
+    record = pretrained.Weights(name="no_palette", architecture="hyperseg", file=str(tmp_path / "m.pt"),
+                                class_names=("a", "b", "c"))
+    assert "palette" not in record.meta()
+    monkeypatch.setitem(pretrained._REGISTRY, record.name, record)
+    loaded = hyperseg.load_model("no_palette")
+    assert loaded.meta["class_names"] == ["a", "b", "c"] and loaded.meta["palette"] == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    check_model_meta(loaded.meta, "no_palette")

@@ -523,3 +523,18 @@ def test_folder_example_script_maps_camvid_to_three_classes(tiny_camvid, tmp_pat
         assert np.array_equal(np.asarray(label), expected), stem
     again = subprocess.run([sys.executable, str(script), str(tiny_camvid), str(out)], capture_output=True, text=True)
     assert again.returncode != 0 and "exists" in again.stderr  # never writes into an existing folder
+
+
+@pytest.mark.parametrize("split", ["+", "train+", "+val", "train++val", "train+ "])
+def test_a_joined_split_with_an_empty_part_is_refused(tmp_path, split):
+    """``train+val`` joins splits; an empty part is a one-line error naming the value, not an IndexError
+    nor a part silently dropped."""
+    from hyperseg.errors import HypersegError
+
+    camvid_tree(tmp_path, split="train")
+    camvid_tree(tmp_path, split="val")
+    assert len(build_dataset("camvid", tmp_path, "train+val")) == 4  # 2 + 2 pairs
+    with pytest.raises(HypersegError) as err:
+        build_dataset("camvid", tmp_path, split)
+    text = str(err.value)
+    assert f"split={split!r}" in text and "empty split name" in text and "\n" not in text

@@ -109,3 +109,39 @@ def test_out_of_range_distill_values_are_one_line(tmp_path, capsys, override, ex
                      override]) == 2
     err = capsys.readouterr().err
     assert override.split("=")[0] in err and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_refuses_a_teacher_file_that_changed(tiny_camvid, tmp_path, capsys):
+    """The run records its teacher's SHA-256; the same path holding other weights on --resume is refused in
+    one line naming the file and both digests, and the original teacher resumes."""
+    import hashlib
+    import shutil
+
+    import torch
+
+    teacher = tmp_path / "teacher.pt"
+    hyperseg.save_model(_tiny_model(class_names=list(CAMVID_CLASSES)), teacher)
+    original = hashlib.sha256(teacher.read_bytes()).hexdigest()
+    run = ["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={tmp_path / 'run'}",
+           f"distill.teacher={teacher}"]
+    assert cli_main(run) == 0
+    last = tmp_path / "run" / "last.pt"
+    assert torch.load(last, weights_only=True)["train_state"]["teacher_sha256"] == original
+    shutil.copy(teacher, tmp_path / "original.pt")
+
+    torch.manual_seed(1)  # other random weights, the same classes: only the digest tells them apart
+    hyperseg.save_model(_tiny_model(class_names=list(CAMVID_CLASSES)), teacher)
+    replaced = hashlib.sha256(teacher.read_bytes()).hexdigest()
+    assert replaced != original
+    before = last.read_bytes()
+    capsys.readouterr()
+    assert cli_main([*run, "--resume", "optim.max_iters=2"]) == 2
+    err = capsys.readouterr().err
+    assert str(teacher) in err and original[:12] in err and replaced[:12] in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert last.read_bytes() == before
+
+    shutil.copy(tmp_path / "original.pt", teacher)
+    assert cli_main([*run, "--resume", "optim.max_iters=2"]) == 0
+    state = torch.load(last, weights_only=True)["train_state"]
+    assert state["step"] == 2 and state["teacher_sha256"] == original

@@ -80,3 +80,51 @@ def test_the_built_site_opens_offline_in_chromium(site):
     finally:
         server.shutdown()
     assert outside == []
+
+
+def _hook(checkout):
+    """The CLI-page hook of ``checkout``, imported from its own scripts folder."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"cli_hook_{abs(hash(str(checkout)))}",
+                                                  checkout / "scripts" / "mkdocs_cli_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cli_page_comes_from_the_checkout_being_built(tmp_path):
+    """Another checkout whose cli.py says something else: its page says that, not what the installed
+    hyperseg (this checkout) says."""
+    import shutil
+
+    from mkdocs.config import load_config
+    from mkdocs.structure.files import Files
+
+    checkout = tmp_path / "other"
+    checkout.mkdir()
+    shutil.copy(REPO / "mkdocs.yml", checkout)
+    shutil.copytree(REPO / "docs", checkout / "docs")
+    shutil.copytree(REPO / "scripts", checkout / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "src", checkout / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pt", "*.egg-info"))
+    cli = checkout / "src" / "hyperseg" / "cli.py"
+    original = 'help="the .onnx file to write"'
+    assert original in cli.read_text()
+    cli.write_text(cli.read_text().replace(original, 'help="the ONNX file, as only the other checkout says"'))
+
+    config = load_config(str(checkout / "mkdocs.yml"))  # loads the hooks beside it, as `mkdocs build` does
+    files = config.plugins.on_files(Files([]), config=config)
+    page = next(f for f in files if f.src_uri == "cli.md").content_string
+    assert "the ONNX file, as only the other checkout says" in page
+    assert "the .onnx file to write" not in page
+    assert "## export" in page and "`--out`" in page
+
+
+def test_the_cli_page_refuses_a_checkout_without_its_source_tree(tmp_path):
+    from types import SimpleNamespace
+
+    from mkdocs.exceptions import PluginError
+
+    (tmp_path / "mkdocs.yml").write_text("site_name: x\n")
+    with pytest.raises(PluginError, match=r"src/hyperseg/cli\.py not found"):
+        _hook(REPO).on_files([], SimpleNamespace(config_file_path=str(tmp_path / "mkdocs.yml")))

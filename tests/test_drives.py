@@ -113,3 +113,50 @@ def test_a_filter_that_empties_a_split_fails_before_training(drives_root, tmp_pa
     err = capsys.readouterr().err
     assert "driveX" in err and "driveC (2)" in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def three_class_model(tmp_path_factory):
+    import hyperseg
+
+    path = tmp_path_factory.mktemp("model") / "m.pt"
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4])
+    model.meta.update(class_names=["bg", "road", "car"])
+    hyperseg.save_model(model, path)
+    return path
+
+
+@pytest.mark.parametrize("args, named", [
+    (["check-data", "--splits", "+"], "--splits='+'"),
+    (["check-data", "--splits", "all,all+"], "--splits='all+'"),
+    (["check-data", "--splits", ""], "--splits=''"),
+    (["check-data", "--splits", " , "], "--splits=' , '"),
+    (["check-data", "--splits", "all", "--drive-pattern", "("], "--drive-pattern='('"),
+    (["check-data", "--splits", "all", "--drive-pattern", "drive"], "--drive-pattern='drive'"),
+    (["eval", "--split", "+"], "--split='+'"),
+    (["eval", "--split", "all+"], "--split='all+'"),
+    (["eval", "--split", "all", "--drive-pattern", "("], "--drive-pattern='('"),
+], ids=["splits-plus", "splits-trailing-plus", "splits-empty", "splits-commas", "check-pattern", "check-no-group",
+        "eval-plus", "eval-trailing-plus", "eval-pattern"])
+def test_bad_split_or_pattern_options_are_one_line_before_any_work(drives_root, three_class_model, capsys, args,
+                                                                   named):
+    """An empty split name, an empty split list, or a drive pattern that is no regular expression (used by a
+    drive filter or not): exit 2 and one line naming the option and its value, with nothing reported before."""
+    model = ["--model", str(three_class_model), "--workers", "0"] if args[0] == "eval" else []
+    capsys.readouterr()
+    code = cli_main([*args, *model, "--dataset", "folder", "--data", str(drives_root)])
+    out, err = capsys.readouterr()
+    assert code == 2 and named in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert out == ""  # refused before anything was checked or scored
+
+
+@pytest.mark.parametrize("override, named", [("data.train_split=+", "data.train_split='+'"),
+                                             ("data.val_split=all+", "data.val_split='all+'"),
+                                             ("data.drive_pattern=(", "data.drive_pattern='('")])
+def test_bad_split_or_pattern_in_the_config_is_one_line(drives_root, tmp_path, capsys, override, named):
+    out = tmp_path / "run"
+    assert _train(drives_root, out, override) == 2
+    err = capsys.readouterr().err
+    assert named in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()

@@ -75,3 +75,22 @@ def test_focus_prob_out_of_range_is_refused():
 
     with pytest.raises(HypersegError, match="data.focus_prob"):
         load_config(None, ["data.focus_prob=1.5"])
+
+
+def test_focus_prob_without_focus_classes_is_refused_naming_both(tmp_path):
+    """A crop focus with no class to focus on would silently give uniform crops."""
+    from hyperseg.engine.config import ConfigError, RunConfig, load_config
+    from hyperseg.engine.trainer import Trainer
+
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.focus_prob=0.5"])
+    text = str(err.value)
+    assert "data.focus_prob=0.5" in text and "data.focus_classes" in text and "\n" not in text
+    with pytest.raises(ConfigError, match="data.focus_classes"):
+        load_config(None, ["data.focus_prob=0.5", "data.focus_classes=[]"])
+    assert load_config(None, ["data.focus_prob=0.5", "data.focus_classes=[pole]"]).data.focus_prob == 0.5
+    cfg = RunConfig()  # built in Python, handed straight to the trainer
+    cfg.data.focus_prob, cfg.train.out_dir = 0.5, str(tmp_path / "run")
+    with pytest.raises(ConfigError, match="data.focus_classes"):
+        Trainer(cfg)
+    assert not (tmp_path / "run").exists()

@@ -66,3 +66,41 @@ def test_the_scale_travels_with_the_checkpoint(tmp_path):
     assert predictor.runtime.meta["input_scale"] == 0.5
     labels = predictor(np.zeros((64, 96, 3), np.uint8))
     assert labels.shape == (64, 96)
+
+
+def test_export_defaults_to_the_size_the_network_sees(tmp_path, monkeypatch, capsys):
+    """A weights record with input_scale 0.8 (like camvid_fast's): the default export size is the size
+    the torch path feeds the network for an image of the record's input size, and the file computes
+    what that path computes."""
+    import pytest
+
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from hyperseg import pretrained
+    from hyperseg.cli import main as cli_main
+    from hyperseg.runtime import load_runtime
+
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4]).eval()
+    hyperseg.save_model(model, tmp_path / "m.pt")
+    record = pretrained.Weights(name="tiny_scaled", architecture="hyperseg", file=str(tmp_path / "m.pt"),
+                                class_names=("a", "b", "c"), palette=((0, 0, 0), (255, 0, 0), (0, 255, 0)),
+                                input_size=(120, 160), input_scale=0.8)
+    monkeypatch.setitem(pretrained._REGISTRY, record.name, record)
+    # the oracle: what the torch runtime's network is given for an image of the record's size
+    predictor = Predictor("tiny_scaled", runtime="torch")
+    seen = []
+    predictor.runtime.model.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
+    image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    predictor(image)
+    assert seen == [(1, 3, 96, 128)]  # 0.8 of 120x160
+
+    assert cli_main(["export", "tiny_scaled", "--out", str(tmp_path / "m.onnx")]) == 0, capsys.readouterr().err
+    assert "input 1x3x96x128" in capsys.readouterr().out
+    dims = onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert tuple(d.dim_value for d in dims) == seen[0]
+
+    x = predictor.preprocess(image)
+    reference = predict_logits(load_runtime("tiny_scaled", runtime="eager"), x)
+    exported = predict_logits(load_runtime(str(tmp_path / "m.onnx"), runtime="onnxruntime"), x)
+    torch.testing.assert_close(exported, reference, rtol=1e-4, atol=1e-4)

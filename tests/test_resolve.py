@@ -37,6 +37,13 @@ def _source(sources, kind, fill_fixture):
 def test_every_model_source_runs_through_the_same_entry_points(kind, sources, request, tmp_path, capsys):
     fill = request.getfixturevalue("fill") if kind == "authors' .pth" else None
     source = _source(sources, kind, fill)
+    if kind == "architecture":  # random weights: refused where they would segment (tests/test_untrained.py)
+        for make in (lambda: load_runtime(source, runtime="eager"), lambda: Predictor(source, runtime="eager")):
+            with pytest.raises(HypersegError, match="architecture without weights"):
+                make()
+        assert resolve_model(source, allow_untrained=True).num_classes == 12
+        assert cli_main(["profile", "--model", source, "--height", "64", "--width", "96"]) == 0
+        return
     runtime = load_runtime(source, runtime="onnxruntime" if kind == ".onnx file" else "eager")
     out = runtime(torch.zeros(1, 3, 64, 96))
     assert out.shape == (1, runtime.num_classes, 64, 96)

@@ -446,22 +446,68 @@ def test_a_form_of_many_tiny_parts_is_refused(client):
     assert client.get("/healthz").status_code == 200
 
 
-def test_a_stalled_upload_times_out():
-    import asyncio
+def _tiny_checkpoint(path):
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4])
+    return hyperseg.save_model(model, path)
 
-    from hyperseg.serve.upload import UploadError, read_upload
 
-    class Stalled:
-        headers = {"content-type": "image/png"}
+class _ServerInThread:
+    """A real uvicorn on 127.0.0.1 in a thread of this process; it stops when the block ends."""
 
-        async def stream(self):
-            yield b"\x89PNG"
-            await asyncio.sleep(30)  # the client stops sending
-            yield b""
+    def __init__(self, app):
+        import uvicorn
 
-    with pytest.raises(UploadError) as err:
-        asyncio.run(asyncio.wait_for(read_upload(Stalled(), 1 << 20, idle_timeout=0.2), timeout=20))
-    assert err.value.status == 408 and "stalled" in str(err.value)
+        self.port = _free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        for _ in range(600):
+            if self.server.started:
+                return self
+            time.sleep(0.05)
+        raise AssertionError("uvicorn did not start")
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def _read_until_closed(conn):
+    """What the server sends until it closes the connection (the socket's timeout bounds each wait)."""
+    answer = b""
+    while chunk := conn.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_a_stalled_upload_gets_408_and_frees_its_place(tmp_path):
+    """A real client sends the headers and part of the body, then stops: the server answers 408 and
+    closes the connection, and with room for one upload only, the next client is served (not 503)."""
+    app = create_app(str(_tiny_checkpoint(tmp_path / "tiny.pt")), runtime="torch", workers=1, max_queue=0,
+                     upload_timeout_s=0.5)
+    app.state.pool.load()
+    image = _png_bytes(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    with _ServerInThread(app) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
+            conn.sendall(f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                         f"Content-Length: {len(image)}\r\n\r\n".encode() + image[:100])
+            answer = _read_until_closed(conn)  # the client sends nothing more
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower()
+        assert json.loads(body) == {"error": "the upload stalled: nothing arrived for 0.5 s", "status": 408}
+        with urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{server.port}/v1/segment", data=image, headers={"Content-Type": "image/png"}),
+                timeout=60) as reply:
+            assert reply.status == 200 and reply.headers["Content-Type"] == "image/png"
+
+
+def test_an_upload_timeout_must_be_a_positive_number():
+    for value in (0, -1, float("nan"), float("inf"), "30", True):
+        with pytest.raises(HypersegError, match="upload_timeout_s"):
+            create_app("camvid", upload_timeout_s=value)
 
 
 def test_two_threads_converting_at_once_both_succeed(tmp_path, monkeypatch):
@@ -489,22 +535,26 @@ def test_two_threads_converting_at_once_both_succeed(tmp_path, monkeypatch):
     assert all(path.is_file() for path in results.values())
 
 
-def test_prune_cache_deletes_the_least_recently_used_files_first(tmp_path):
-    from hyperseg.runtime.cache import prune_cache
+def test_prune_cache_deletes_the_least_recently_used_files_first(tmp_path, monkeypatch):
+    from hyperseg.runtime.cache import OPENVINO_FOLDER, OWNER_MARK, openvino_cache_dir, prune_cache
 
-    sizes = {"a.onnx": 100, "b.onnx": 200, "openvino/c.blob": 300, "d.onnx": 50}  # oldest first
+    monkeypatch.setenv("HYPERSEG_CACHE", str(tmp_path))
+    assert openvino_cache_dir() == tmp_path / OPENVINO_FOLDER  # made and marked as ours
+    a, b, d = (f"hyperseg-{size}-fp32-{digit * 20}.onnx" for size, digit in (("64x64", "a"), ("dynamic", "b"),
+                                                                              ("32x64", "d")))
+    sizes = {a: 100, b: 200, f"{OPENVINO_FOLDER}/123.blob": 300, d: 50}  # oldest first
     for i, (name, size) in enumerate(sizes.items()):
         path = tmp_path / name
-        path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"x" * size)
         os.utime(path, (1000 + i, 1000 + i))
-    # 650 bytes, limit 400: a (-> 550) and b (-> 350) go, oldest first; c and d stay
-    assert sorted(p.name for p in prune_cache(400, root=tmp_path)) == ["a.onnx", "b.onnx"]
-    assert sorted(p.name for p in _all_files(tmp_path)) == ["c.blob", "d.onnx"]
+    # 650 bytes, limit 400: a (-> 550) and b (-> 350) go, oldest first; the blob and d stay
+    assert sorted(p.name for p in prune_cache(400, root=tmp_path)) == [a, b]
+    assert sorted(p.name for p in _all_files(tmp_path)) == sorted([OWNER_MARK, "123.blob", d])
     # a kept file is never deleted, even when it is the oldest and the limit is 0
-    os.utime(tmp_path / "openvino" / "c.blob", (1, 1))
-    assert [p.name for p in prune_cache(0, keep=(tmp_path / "openvino" / "c.blob",), root=tmp_path)] == ["d.onnx"]
-    assert [p.name for p in _all_files(tmp_path)] == ["c.blob"]
+    blob = tmp_path / OPENVINO_FOLDER / "123.blob"
+    os.utime(blob, (1, 1))
+    assert [p.name for p in prune_cache(0, keep=(blob,), root=tmp_path)] == [d]
+    assert sorted(p.name for p in _all_files(tmp_path)) == sorted([OWNER_MARK, "123.blob"])
 
 
 def _all_files(root):
@@ -676,6 +726,60 @@ def test_an_isolated_conversion_runs_in_a_child_process_and_gives_the_same_model
     np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], expected, atol=1e-4)
 
 
+def _killed_conversion_child(args, *, input=None, **kwargs):
+    """subprocess.run for the conversion child: the real child, killed at once as the out-of-memory killer would."""
+    child = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.kill()
+    out, err = child.communicate(input)
+    return subprocess.CompletedProcess(args, child.returncode, out, err)
+
+
+def test_a_killed_conversion_is_a_503_and_the_server_goes_on(tmp_path, monkeypatch):
+    """The conversion process dying is the server's failure (503 naming the cause), not the client's (4xx),
+    and the next request is served."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnxscript")
+    monkeypatch.setenv("HYPERSEG_CACHE", str(tmp_path / "cache"))
+    source = str(_tiny_checkpoint(tmp_path / "tiny.pt"))
+    image = np.random.default_rng(4).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    app = create_app(source, runtime="onnxruntime")
+    app.state.pool.load()
+    real_run = subprocess.run
+    with TestClient(app, raise_server_exceptions=False) as c:
+        monkeypatch.setattr(subprocess, "run", _killed_conversion_child)
+        r = c.post("/v1/segment", content=_png_bytes(image), headers={"content-type": "image/png"})
+        assert r.status_code == 503 and r.json()["status"] == 503
+        assert "killed by SIGKILL (signal 9)" in r.json()["error"] and "Traceback" not in r.text
+        monkeypatch.setattr(subprocess, "run", real_run)
+        assert c.get("/healthz").status_code == 200
+        r = c.post("/v1/segment", content=_png_bytes(image), headers={"content-type": "image/png"})
+        assert r.status_code == 200
+    expected = Predictor(source, runtime="onnxruntime")(image)  # the oracle: the library, on the same file
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.content))), expected)
+
+
+@pytest.mark.parametrize("variable", ["HYPERSEG_CACHE_MAX_MB", "HYPERSEG_CACHE"])
+def test_a_bad_cache_setting_stops_serve_before_it_listens(variable, tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    from hyperseg.cli import main as cli_main
+
+    def listening(self, *args, **kwargs):
+        raise AssertionError("the server started with a bad cache setting")
+
+    monkeypatch.setattr(uvicorn.Server, "run", listening)
+    value = "0" if variable == "HYPERSEG_CACHE_MAX_MB" else str(tmp_path / "a-file")
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv(variable, value)
+    assert cli_main(["serve", "--port", str(_free_port()), "--runtime", "onnxruntime"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{variable}={value if variable == 'HYPERSEG_CACHE' else repr(value)}" in err[0]
+    if variable == "HYPERSEG_CACHE_MAX_MB":  # refused when the app is made, whatever the runtime
+        with pytest.raises(HypersegError, match="HYPERSEG_CACHE_MAX_MB='0'"):
+            create_app("camvid", runtime="torch")
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
 def test_the_server_isolates_conversions_while_it_runs():
     import hyperseg.runtime.cache as cache
 
@@ -685,3 +789,18 @@ def test_the_server_isolates_conversions_while_it_runs():
     with TestClient(app):
         assert cache._ISOLATED[0]
     assert not cache._ISOLATED[0]  # a process that ran a server in-process converts in-process again
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf"])
+def test_serve_refuses_a_bad_upload_timeout_before_it_listens(value, monkeypatch, capsys):
+    import uvicorn
+
+    from hyperseg.cli import main as cli_main
+
+    def listening(self, *args, **kwargs):
+        raise AssertionError("the server started with a bad --upload-timeout")
+
+    monkeypatch.setattr(uvicorn.Server, "run", listening)
+    assert cli_main(["serve", "--port", str(_free_port()), "--runtime", "torch", "--upload-timeout", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--upload-timeout" in err[0], err

@@ -229,3 +229,110 @@ def test_bf16_autocast_warns_only_where_it_is_emulated(tiny_camvid, tmp_path, ca
     err = capsys.readouterr().err
     assert ("no native bfloat16" in err and "add train.amp=off" in err) is not native
     assert (tmp_path / "run" / "last.pt").is_file()  # a warning, not a refusal: the run trained
+
+
+# -- a run folder holds only files the run wrote: links there are refused, never written through ----------------------
+
+_LINKED = ["data.val_split=null", "train.ckpt_interval=1"]
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tiny_camvid, tmp_path_factory):
+    """A finished 1-step run (no validation), copied by each test that tampers with it."""
+    out = tmp_path_factory.mktemp("one_step") / "run"
+    assert cli_main(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={out}", "optim.max_iters=1",
+                     *_LINKED]) == 0
+    return out
+
+
+def _resume_to_2(root, out, *extra):
+    return cli_main(["train", "--resume", *TINY, f"data.root={root}", f"train.out_dir={out}", "optim.max_iters=2",
+                     *_LINKED, *extra])
+
+
+@pytest.mark.parametrize("name, dangling", [("train.lock", False), ("train.lock", True), ("metrics.jsonl", True),
+                                            ("resumes.jsonl", False), ("resumes.jsonl", True), ("val.csv", True)])
+def test_resume_refuses_a_symlink_in_the_run_folder_and_leaves_its_target(one_step_run, tiny_camvid, tmp_path,
+                                                                         capsys, name, dangling):
+    """A link placed where the run keeps its lock or appends its logs: the resume is refused in one line
+    naming it, and the file it points at is neither truncated, nor appended to, nor created."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(one_step_run, out)
+    target = tmp_path / "precious.txt"
+    if not dangling:
+        target.write_bytes(b"keep me\n")
+    link = out / name
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
+    before = (out / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert _resume_to_2(tiny_camvid, out) == 2  # max_iters 1 -> 2 is a change, so resumes.jsonl would be appended
+    err = capsys.readouterr().err
+    assert str(link) in err and "link" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    if dangling:
+        assert not target.exists()
+    else:
+        assert target.read_bytes() == b"keep me\n"
+    assert link.is_symlink() and (out / "last.pt").read_bytes() == before  # nothing trained or saved
+
+
+def test_resume_refuses_a_tensorboard_link_and_a_hard_linked_lock(one_step_run, tiny_camvid, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(one_step_run, out)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "tensorboard").symlink_to(elsewhere, target_is_directory=True)
+    capsys.readouterr()
+    assert _resume_to_2(tiny_camvid, out, "train.tensorboard=true") == 2
+    err = capsys.readouterr().err
+    assert str(out / "tensorboard") in err and len(err.strip().splitlines()) == 1
+    assert list(elsewhere.iterdir()) == []  # no event file written into the linked folder
+
+    (out / "tensorboard").unlink()
+    other = tmp_path / "other.txt"
+    other.write_bytes(b"a file of its own\n")
+    (out / "train.lock").unlink(missing_ok=True)
+    os.link(other, out / "train.lock")  # truncating the lock would truncate this file too
+    assert _resume_to_2(tiny_camvid, out) == 2
+    err = capsys.readouterr().err
+    assert str(out / "train.lock") in err and "hard link" in err and len(err.strip().splitlines()) == 1
+    assert other.read_bytes() == b"a file of its own\n"
+
+
+def test_resume_without_the_moving_average_is_refused(tiny_camvid, tmp_path, capsys):
+    """train.ema_decay=0 on a run that averages would leave ema.pt behind at the old step."""
+    out = tmp_path / "run"
+    assert cli_main(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={out}", "optim.max_iters=1",
+                     *_LINKED, "train.ema_decay=0.5"]) == 0
+    last, ema = (out / "last.pt").read_bytes(), (out / "ema.pt").read_bytes()
+    capsys.readouterr()
+    assert _resume_to_2(tiny_camvid, out, "train.ema_decay=0") == 2
+    err = capsys.readouterr().err
+    assert "train.ema_decay=0.5" in err and str(out / "last.pt") in err and len(err.strip().splitlines()) == 1
+    assert (out / "last.pt").read_bytes() == last and (out / "ema.pt").read_bytes() == ema
+    assert _resume_to_2(tiny_camvid, out, "train.ema_decay=0.5") == 0  # the same value resumes
+    assert torch.load(out / "ema.pt", weights_only=True)["meta"]["step"] == 2
+
+
+def test_logs_are_never_appended_through_a_link(tmp_path):
+    """Past the resume's checks (a link made while the run trains), each append still refuses the link."""
+    from hyperseg.engine.trainer import _Logger
+    from hyperseg.errors import HypersegError
+
+    out, target = tmp_path / "run", tmp_path / "target.txt"
+    out.mkdir()
+    target.write_bytes(b"keep me\n")
+    (out / "metrics.jsonl").symlink_to(target)
+    (out / "val.csv").symlink_to(tmp_path / "absent.csv")
+    logger = _Logger(out, tensorboard=False, enabled=True)
+    with pytest.raises(HypersegError, match="metrics.jsonl is a symbolic link"):
+        logger.log(1, "train", {"loss": 1.0})
+    (out / "metrics.jsonl").unlink()
+    with pytest.raises(HypersegError, match="val.csv is a symbolic link"):
+        logger.log(1, "val", {"miou": 0.5, "pixel_acc": 0.5, "mean_class_acc": 0.5})
+    assert target.read_bytes() == b"keep me\n" and not (tmp_path / "absent.csv").exists()
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]

@@ -66,11 +66,18 @@ def _cmd_convert(args: argparse.Namespace) -> None:
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
-    from .data import drive_counts
+    from .data import check_drive_pattern, drive_counts, split_names
     from .data.check import check_dataset
 
+    splits = _split_list(args.splits)
+    if not splits:  # "ok" must never stand for nothing checked
+        raise HypersegError(f"--splits={args.splits!r} names no split; expected comma-separated split names, "
+                            f"e.g. train,val")
+    for split in splits:  # every value refused before the first report
+        split_names(split, "--splits")
+    check_drive_pattern(args.drive_pattern, "--drive-pattern")
     problems = 0
-    for split in _split_list(args.splits):
+    for split in splits:
         dataset = _dataset_from_args(args, split)
         report = check_dataset(dataset, limit=args.limit)
         print(report.summary(dataset.classes))
@@ -92,7 +99,7 @@ def _cmd_profile(args: argparse.Namespace) -> None:
     from .profile import profile
     from .runtime import resolve_model
 
-    model = resolve_model(args.model)
+    model = resolve_model(args.model, allow_untrained=True)  # parameters and MACs do not depend on the weights
     result = profile(model, (args.height, args.width))
     print(json.dumps({"model": args.model, "input": [args.height, args.width], **result}))
 
@@ -101,7 +108,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     from .serve import run_server
 
     run_server(args.model, host=args.host, port=args.port, workers=args.workers, max_queue=args.max_queue,
-               max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels, **_runtime_options(args))
+               max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels,
+               upload_timeout_s=args.upload_timeout, **_runtime_options(args))
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -188,9 +196,12 @@ def _in_percent(metrics: dict) -> dict:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from .data import check_drive_pattern, split_names
     from .engine.evaluate import evaluate
     from .runtime import load_runtime
 
+    split_names(args.split, "--split")
+    check_drive_pattern(args.drive_pattern, "--drive-pattern")
     _check_output(args.out, "--out", args.overwrite, inputs=[args.model])
     _check_output(args.confusion_image, "--confusion-image", args.overwrite, inputs=[args.model])
     dataset = _dataset_from_args(args, args.split)
@@ -304,7 +315,12 @@ def _cmd_export(args: argparse.Namespace) -> None:
         calibration_files(args.calibration, args.calibration_count)  # a bad folder fails before the export
     if args.dynamic and args.size:
         raise HypersegError("--size and --dynamic exclude each other: a --dynamic file takes any size")
-    model = resolve_model(args.model)
+    from .runtime.resolve import is_untrained_architecture
+
+    if is_untrained_architecture(args.model):  # a file to test a deployment or time it with, not to segment with
+        print(f"hyperseg export: warning: {args.model} is an architecture without weights, so the file holds "
+              f"random weights; export a checkpoint or built-in weights to segment with it", file=sys.stderr)
+    model = resolve_model(args.model, allow_untrained=True)
     size = _parse_pair(args.size, "--size")
     start = time.perf_counter()
     options = dict(size=size, dynamic=args.dynamic, opset=args.opset, source=args.model)
@@ -331,11 +347,13 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from .engine.bench import benchmark, format_report
 
     _check_output(args.out, "--out", args.overwrite, inputs=[args.model, args.image])
+    if args.max_size != 0 and args.max_size < 32:
+        raise HypersegError(f"--max-size {args.max_size}: expected a number of pixels >= 32, or 0 for no limit")
     runtimes, precisions = _split_list(args.runtime), _split_list(args.precision)
     result = benchmark(args.model, size=_parse_pair(args.size, "--size"),
                        candidates=list(itertools.product(runtimes, precisions)), rounds=args.rounds,
                        warmup=args.warmup, image=args.image, device=args.device, calibration=args.calibration,
-                       progress=lambda msg: print(msg, file=sys.stderr))
+                       progress=lambda msg: print(msg, file=sys.stderr), max_size=args.max_size or None)
     print(format_report(result))
     if args.out:
         atomic_write_text(Path(args.out), json.dumps(result, indent=2))
@@ -387,8 +405,8 @@ def _dataset_from_args(args: argparse.Namespace, split: str):
                          drive_pattern=args.drive_pattern)
 
 
-_MODEL_HELP = ("built-in or registered weights name, registered architecture, our checkpoint, the authors' .pth, "
-               "or an .onnx file (default: camvid)")
+_MODEL_HELP = ("built-in or registered weights name, our checkpoint, the authors' .pth, or an .onnx file "
+               "(default: camvid); an architecture name without weights is refused")
 
 
 def _add_model_arguments(p: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -486,7 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a model to ONNX (float32, or int8 calibrated on images)")
     _add_model_arguments(p)
     p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--size", default=None, help="input HxW (default: the model's input size), e.g. 360x480")
+    p.add_argument("--size", default=None,
+                   help="the network's input HxW, e.g. 360x480 (default: the size the network sees images of the "
+                        "model's input size at, after the weights' input scale: 288x384 for camvid_fast)")
     p.add_argument("--dynamic", action="store_true",
                    help="accept any batch and size (height and width padded to the model's multiple of 64)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="weights and activations of the file")
@@ -499,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="latency of runtimes and precisions, side by side (uint8 image -> labels)")
     _add_model_arguments(p)
     p.add_argument("--size", default="360x480", help="input HxW")
+    p.add_argument("--max-size", type=int, default=2048,
+                   help="segment images whose longer side is larger at this size, end to end and model only alike, "
+                        "as predict does (0: no limit)")
     p.add_argument("--runtime", default="eager,torch", help="comma-separated: eager, torch, onnxruntime, openvino, auto")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, int8")
     p.add_argument("--rounds", type=int, default=15, help="timed rounds; each runs every candidate once, order alternating")
@@ -528,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload, in MB")
     p.add_argument("--max-megapixels", type=float, default=50.0,
                    help="largest accepted image, in megapixels (checked from the header, before decoding)")
+    p.add_argument("--upload-timeout", type=float, default=15.0,
+                   help="seconds an upload may send nothing before it is cut off with 408 (default: 15)")
     _add_runtime_arguments(p, shapes="dynamic")  # a server meets new sizes for ever: one conversion for all
     p.set_defaults(func=_cmd_serve)
 

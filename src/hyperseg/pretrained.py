@@ -112,7 +112,9 @@ class Weights:
         """What a model loaded from these weights carries in ``model.meta``."""
         meta: dict[str, Any] = {"weights": self.name, "mean": list(self.mean), "std": list(self.std)}
         if self.class_names:
-            meta.update(class_names=list(self.class_names), palette=[list(c) for c in self.palette])
+            meta["class_names"] = list(self.class_names)
+        if self.palette:  # none: the model's own, or a default one, rather than an empty list no class fits
+            meta["palette"] = [list(c) for c in self.palette]
         if self.input_size:
             meta["input_size"] = list(self.input_size)
         if self.input_scale is not None:

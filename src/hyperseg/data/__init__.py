@@ -11,8 +11,8 @@ from .base import IGNORE_INDEX, SegmentationDataset
 from .camvid import CamVid, CamVidColour
 from .io import DataError
 
-__all__ = ["build_dataset", "select_drives", "drive_counts", "DATASETS", "SegmentationDataset", "DataError",
-           "IGNORE_INDEX"]
+__all__ = ["build_dataset", "split_names", "check_drive_pattern", "select_drives", "drive_counts", "DATASETS",
+           "SegmentationDataset", "DataError", "IGNORE_INDEX"]
 
 
 def _lazy(module: str, cls: str) -> Callable[..., SegmentationDataset]:
@@ -34,19 +34,41 @@ DATASETS: dict[str, Callable[..., SegmentationDataset]] = {
 }
 
 
+def split_names(split: Optional[str], option: str = "split") -> list[Optional[str]]:
+    """The splits ``split`` joins with ``+`` (``"train+val"``): an empty part (``"+"``, ``"train+"``) is
+    refused naming ``option``, the key or command-line option the value came from."""
+    if split is None or "+" not in split:
+        return [split]
+    parts = split.split("+")
+    if any(not part.strip() for part in parts):
+        raise HypersegError(f"{option}={split!r} has an empty split name; expected split names joined by '+', "
+                            f"e.g. 'train' or 'train+val'")
+    return parts
+
+
+def check_drive_pattern(pattern: Optional[str], option: str = "drive pattern") -> Optional[re.Pattern]:
+    """``pattern`` compiled, or None when not given (empty: the dataset's own); a pattern that does not
+    compile or has no group is refused naming ``option``, whether or not a drive filter uses it."""
+    if not pattern:
+        return None
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise HypersegError(f"{option}={pattern!r} is not a regular expression ({exc}); expected one whose first "
+                            f"group is the drive, e.g. '^([^_]+)_'") from None
+    if regex.groups < 1:
+        raise HypersegError(f"{option}={pattern!r} has no group; its first group must capture the drive, "
+                            f"e.g. '^([^_]+)_'")
+    return regex
+
+
 def _drive_regex(dataset: SegmentationDataset, pattern: Optional[str]) -> re.Pattern:
     pattern = pattern or dataset.drive_pattern
     if not pattern:
         raise HypersegError(f"{type(dataset).__name__} file names carry no drive by default; give a drive pattern "
                             f"(data.drive_pattern / --drive-pattern), a regular expression whose first group is the "
                             f"drive, e.g. '^([^_]+)_'")
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise HypersegError(f"drive pattern {pattern!r} is not a regular expression ({exc})") from None
-    if regex.groups < 1:
-        raise HypersegError(f"drive pattern {pattern!r} has no group; its first group must capture the drive")
-    return regex
+    return check_drive_pattern(pattern)
 
 
 def drive_counts(dataset: SegmentationDataset, pattern: Optional[str] = None) -> Counter:
@@ -90,7 +112,8 @@ def build_dataset(name: str, root: Union[str, Path], split: str, *, classes_file
     """
     if name not in DATASETS:
         raise HypersegError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
-    parts = [s for s in split.split("+") if s] if split else [split]
+    parts = split_names(split)
+    check_drive_pattern(drive_pattern)  # a bad pattern is an error even where no drive filter reads it
     sets = []
     for part in parts:
         if name == "folder":

@@ -2,8 +2,12 @@
 
 Candidates (runtime x precision) are warmed up, then timed in interleaved rounds whose order
 alternates, so that drift of the machine (turbo, other load) hits all of them alike. The model
-alone (normalised tensor in, logits out) is timed the same way. On CUDA, times include the
-upload, synchronisation and download.
+alone (normalised tensor in, logits out) is timed the same way, on the tensor the end-to-end path
+feeds the network (the image brought down to ``max_size``, then resized by the model's input scale).
+On CUDA, times include the upload, synchronisation and download.
+
+A registered architecture name is timed with random weights, which is fine for speed; the report
+says so, since its labels mean nothing.
 """
 from __future__ import annotations
 
@@ -21,10 +25,10 @@ from PIL import Image
 
 from ..data.io import read_image
 from ..data.transforms import normalize
-from ..errors import HypersegError
-from ..runtime import resolve_model
-from .inference import predict_logits
-from .predict import Predictor
+from ..errors import HypersegError, ResourceError
+from ..runtime.resolve import is_untrained_architecture, resolve_model
+from .inference import limited_size, model_input_size, predict_logits
+from .predict import DEFAULT_MAX_SIZE, Predictor
 
 __all__ = ["benchmark", "machine_info", "format_report", "interleaved"]
 
@@ -50,12 +54,22 @@ def machine_info() -> dict[str, Any]:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "versions": versions}
 
 
+def _resized(img: np.ndarray, size: Sequence[int], resample: int = Image.BILINEAR) -> np.ndarray:
+    if tuple(img.shape[:2]) == tuple(size):
+        return img
+    return np.asarray(Image.fromarray(img).resize((int(size[1]), int(size[0])), resample))
+
+
 def _image(path: Optional[Union[str, Path]], size: tuple[int, int]) -> np.ndarray:
     """The benchmark's input: a real image (default: the bundled CamVid sample) resized to ``size``."""
-    img = read_image(path or _ASSETS / "camvid_sample_1.png")
-    if img.shape[:2] != size:
-        img = np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.BILINEAR))
-    return img
+    return _resized(read_image(path or _ASSETS / "camvid_sample_1.png"), size)
+
+
+def _model_input(predictor: Predictor, img: np.ndarray) -> torch.Tensor:
+    """The normalised batch the predictor's network is run on for ``img``: the image brought down to
+    the predictor's ``max_size`` and resized by the model's input scale, as :meth:`Predictor.segment` does."""
+    seen = model_input_size(predictor.runtime, limited_size(img.shape[:2], predictor.max_size))
+    return predictor.preprocess(_resized(img, seen)).to(predictor.device)
 
 
 def _stats(times: Sequence[float]) -> dict[str, float]:
@@ -79,35 +93,54 @@ def interleaved(fns: Sequence[Callable[[], Any]], rounds: int, sync: Callable[[]
 
 def _legacy_path(predictor: Predictor, img: np.ndarray) -> Callable[[], np.ndarray]:
     """The "eager" reference end to end as Predictor ran before the runtimes existed: the model as
-    built, ``normalize`` from the data transforms and ``argmax(1)``."""
+    built, ``normalize`` from the data transforms and ``argmax(1)``; an image over the predictor's
+    ``max_size`` is segmented at that size, like the other candidates do."""
+    small = _resized(img, limited_size(img.shape[:2], predictor.max_size))
+
     def run() -> np.ndarray:
-        x = normalize(torch.from_numpy(np.array(img)).permute(2, 0, 1), predictor.mean, predictor.std).unsqueeze(0)
+        x = normalize(torch.from_numpy(np.array(small)).permute(2, 0, 1), predictor.mean, predictor.std).unsqueeze(0)
         with torch.no_grad():
             logits = predict_logits(predictor.runtime.model, x.to(predictor.device))
-        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        return _resized(logits.argmax(1)[0].to(torch.uint8).cpu().numpy(), img.shape[:2], Image.NEAREST)
     return run
 
 
 def benchmark(source: Union[str, Path, torch.nn.Module], *, size: Sequence[int] = (360, 480),
               candidates: Sequence[tuple[str, str]] = (("eager", "fp32"), ("torch", "fp32")), rounds: int = 15,
               warmup: int = 3, image: Optional[Union[str, Path]] = None, device: str = "auto",
-              calibration: Optional[str] = None, progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
-    """Time every (runtime, precision) candidate on one image; the first one is the reference for ratios."""
+              calibration: Optional[str] = None, progress: Optional[Callable[[str], None]] = None,
+              max_size: Optional[int] = DEFAULT_MAX_SIZE) -> dict[str, Any]:
+    """Time every (runtime, precision) candidate on one image; the first one is the reference for ratios.
+
+    ``max_size``: an image whose longer side is larger is segmented at that size, end to end and
+    model only alike, as :class:`~hyperseg.engine.predict.Predictor` does (``None``: full size).
+    """
     size = (int(size[0]), int(size[1]))
     if rounds < 1 or warmup < 0:
         raise HypersegError(f"--rounds {rounds} / --warmup {warmup}: expected rounds >= 1 and warmup >= 0")
+    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 32):
+        raise HypersegError(f"--max-size {max_size!r}: expected a number of pixels >= 32, or no limit "
+                            f"(0 on the command line, None in Python)")
     img = _image(image, size)
     model = source
+    untrained = is_untrained_architecture(source)
+    if untrained and progress:
+        progress(f"note: {source} is an architecture without weights: timed with random weights, "
+                 f"so its labels mean nothing")
     if not str(model).lower().endswith(".onnx"):
-        model = resolve_model(model)  # once: every candidate runs the same weights (registered models are random)
+        # once: every candidate runs the same weights; random ones are fine for timing
+        model = resolve_model(model, allow_untrained=True)
     predictors: list[Predictor] = []
     entries: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     for runtime, precision in candidates:
         start = time.perf_counter()
         try:
-            predictor = Predictor(model, runtime=runtime, precision=precision, device=device, calibration=calibration)
+            predictor = Predictor(model, runtime=runtime, precision=precision, device=device, calibration=calibration,
+                                  max_size=max_size)
             labels = predictor(img)  # converts (and caches) on first use
+        except ResourceError:
+            raise  # the machine, not the combination: every other one would fail alike
         except HypersegError as exc:  # a combination this machine or runtime does not offer
             skipped.append({"runtime": runtime, "precision": precision, "reason": str(exc)})
             if progress:
@@ -124,7 +157,7 @@ def benchmark(source: Union[str, Path, torch.nn.Module], *, size: Sequence[int] 
         raise HypersegError("none of the requested runtime/precision combinations can run here: "
                             + "; ".join(s["reason"] for s in skipped))
     sync = torch.cuda.synchronize if any(p.device.type == "cuda" for p in predictors) else (lambda: None)
-    inputs = [p.preprocess(img).to(p.device) for p in predictors]
+    inputs = [_model_input(p, img) for p in predictors]
     end_to_end = [_legacy_path(p, img) if p.runtime.name == "eager" else (lambda p=p: p(img)) for p in predictors]
     model_only = [lambda p=p, x=x: p.runtime(x) for p, x in zip(predictors, inputs)]
     for fns in (end_to_end, model_only):
@@ -143,8 +176,14 @@ def benchmark(source: Union[str, Path, torch.nn.Module], *, size: Sequence[int] 
         entry["ratio"] = entry["end_to_end_ms"]["median"] / entries[0]["end_to_end_ms"]["median"]
         entry["label_agreement"] = float((labels == reference).mean())
     return {"model": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
-            "size": list(size), "batch": 1, "rounds": rounds, "warmup": warmup, "machine": machine_info(),
-            "entries": entries, "skipped": skipped}
+            "size": list(size), "max_size": max_size, "batch": 1, "rounds": rounds, "warmup": warmup,
+            "untrained": untrained, "machine": machine_info(), "entries": entries, "skipped": skipped}
+
+
+def _limited(result: dict[str, Any]) -> str:
+    """Where the image was segmented smaller than its size, the size it was segmented at."""
+    h, w = limited_size(result["size"], result.get("max_size"))
+    return "" if [h, w] == list(result["size"]) else f" (segmented at {w}x{h}: --max-size {result['max_size']})"
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -152,12 +191,15 @@ def format_report(result: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     lines = [f"machine: {m['cpu']} ({m['machine']}, {m['cores']} cores, {m['torch_threads']} torch threads"
              f"{', ' + m['gpu'] if m['gpu'] else ''}); {versions}",
-             f"{result['model']} at {result['size'][1]}x{result['size'][0]}, batch 1, uint8 image -> label map, "
-             f"median of {result['rounds']} interleaved rounds",
+             f"{result['model']} at {result['size'][1]}x{result['size'][0]}{_limited(result)}, batch 1, "
+             f"uint8 image -> label map, median of {result['rounds']} interleaved rounds",
              f"  {'runtime':<12} {'precision':<9} {'median':>9} {'min':>9} {'p90':>9} {'FPS':>7} {'ratio':>7} "
              f"{'model only':>11} {'labels =':>9}"]
     for e in result["entries"]:
         t = e["end_to_end_ms"]
         lines.append(f"  {e['runtime']:<12} {e['precision']:<9} {t['median']:7.1f}ms {t['min']:7.1f}ms {t['p90']:7.1f}ms "
                      f"{e['fps']:7.1f} {e['ratio']:6.2f}x {e['model_ms']['median']:9.1f}ms {e['label_agreement'] * 100:8.2f}%")
+    if result.get("untrained"):
+        lines.append(f"  {result['model']} is an architecture without weights: these are the times of random "
+                     f"weights (the same as trained ones'), and its labels mean nothing")
     return "\n".join(lines)

@@ -142,6 +142,25 @@ class RunConfig:
             built[f.name] = section_cls(**typed)
         return cls(**built)
 
+    def check(self, where: str = "config") -> "RunConfig":
+        """Refuse settings that are each in range but do nothing, or fail late, together: a crop focus
+        without classes to focus on, a split list with an empty part, a drive pattern that is no
+        regular expression (checked even where no drive filter reads it)."""
+        from ..data import check_drive_pattern, split_names
+
+        data = self.data
+        if data.focus_prob and not data.focus_classes:
+            raise ConfigError(f"{where}: data.focus_prob={data.focus_prob:g} steers crops to data.focus_classes, "
+                              f"which is empty; give data.focus_classes (class names) or set data.focus_prob=0")
+        try:
+            split_names(data.train_split, "data.train_split")
+            if data.val_split:
+                split_names(data.val_split, "data.val_split")
+            check_drive_pattern(data.drive_pattern, "data.drive_pattern")
+        except HypersegError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return self
+
 
 def _describe(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -307,4 +326,5 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
             raise ConfigError(f"override {item!r} must be section.key=value")
         key, raw = item.split("=", 1)
         _set_dotted(data, key.strip(), _parse_yaml(raw, f"override {item!r}"))
-    return RunConfig.from_dict(data, "overrides" if overrides else str(path or "config"))
+    where = "overrides" if overrides else str(path or "config")
+    return RunConfig.from_dict(data, where).check(where)

@@ -7,17 +7,20 @@ of the soft term on the scale of the task loss as ``T`` grows (Hinton et al., 20
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import HypersegError
+from ..model import list_models
+from ..pretrained import file_sha256, get_weights, is_weights_name
 from ..runtime import load_runtime
 from ..runtime.torch_runtime import bf16_supported
 
-__all__ = ["DistillationLoss", "Teacher", "soft_kl"]
+__all__ = ["DistillationLoss", "Teacher", "soft_kl", "teacher_sha256"]
 
 
 def soft_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -26,6 +29,22 @@ def soft_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     log_p = F.log_softmax(teacher / temperature, dim=1)
     per_pixel = (log_p.exp() * (log_p - log_q)).sum(1)  # (B, H, W)
     return per_pixel.mean() * temperature ** 2
+
+
+def teacher_sha256(source: Optional[str]) -> Optional[str]:
+    """The SHA-256 of the file ``distill.teacher`` loads (for a registered weights name, its file);
+    None without a teacher, for a bare architecture name (no file), or for a missing file (which
+    loading the teacher then reports). Sources resolve in the order the loader tries them."""
+    if source is None:
+        return None
+    text = str(source)
+    if is_weights_name(text):
+        path = get_weights(text).path
+    elif text in list_models():
+        return None
+    else:
+        path = Path(text).expanduser()
+    return file_sha256(path) if path.is_file() else None
 
 
 class DistillationLoss(nn.Module):

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import HypersegError
+from ..runtime.base import run_guarded, scaled_size
 
-__all__ = ["predict_logits", "check_test_time_options", "input_scale", "model_input_size"]
+__all__ = ["predict_logits", "check_test_time_options", "input_scale", "model_input_size", "limited_size"]
 
 MAX_SCALE = 8.0
 
@@ -60,10 +61,17 @@ def input_scale(model: nn.Module) -> float:
 def model_input_size(model: nn.Module, size: Sequence[int]) -> tuple[int, int]:
     """The (H, W) a model sees an image of ``size`` at: resized by its :func:`input_scale`, never
     below 32 px a side (the smallest a model takes) unless the image itself is smaller."""
-    base, (h, w) = input_scale(model), size
-    if base == 1:
-        return int(h), int(w)
-    return max(min(h, 32), round(h * base)), max(min(w, 32), round(w * base))
+    return scaled_size(size, input_scale(model))
+
+
+def limited_size(size: Sequence[int], max_size: Optional[int]) -> tuple[int, int]:
+    """The (H, W) an image of ``size`` is segmented at when its longer side may be at most
+    ``max_size`` (``None``: no limit), as :class:`~hyperseg.engine.predict.Predictor` does."""
+    h, w = int(size[0]), int(size[1])
+    if max_size is None or max(h, w) <= max_size:
+        return h, w
+    factor = max_size / max(h, w)
+    return max(1, round(h * factor)), max(1, round(w * factor))
 
 
 def predict_logits(model: nn.Module, x: Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,),
@@ -76,7 +84,16 @@ def predict_logits(model: nn.Module, x: Tensor, *, flip: bool = False, scales: S
     size, and the logits come back at the batch's own size. A caller that already resized the
     batch to :func:`model_input_size` gives the size the logits should come back at as ``out_size``.
     ``window``/``stride`` (H, W) switch on sliding-window inference at every scale.
+
+    Running out of memory raises :class:`~hyperseg.errors.ResourceError` naming the batch's size.
     """
+    return run_guarded(lambda batch: _predict_logits(model, batch, flip=flip, scales=scales, window=window,
+                                                     stride=stride, out_size=out_size), x)
+
+
+def _predict_logits(model: nn.Module, x: Tensor, *, flip: bool, scales: Sequence[float],
+                    window: Optional[Sequence[int]], stride: Optional[Sequence[int]],
+                    out_size: Optional[Sequence[int]]) -> Tensor:
     if out_size is None:
         out_size = tuple(x.shape[-2:])
         seen = model_input_size(model, out_size)

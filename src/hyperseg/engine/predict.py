@@ -113,7 +113,7 @@ class Predictor:
     """Segments RGB images with a model in the fastest available runtime; returns label maps, draws overlays.
 
     Args:
-        model: built-in weights name (default ``"camvid"``), registered model, checkpoint, authors'
+        model: built-in or registered weights name (default ``"camvid"``), checkpoint, authors'
             ``.pth``, ``.onnx`` file, model or :class:`~hyperseg.runtime.Runtime`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         runtime: ``"auto"`` (fastest installed), ``"torch"``, ``"onnxruntime"``, ``"openvino"``, ``"eager"``.
@@ -185,7 +185,7 @@ class Predictor:
             return self.segment([self._as_array(image)])[0]
         except HypersegError as exc:
             if isinstance(image, (str, Path)) and str(image) not in str(exc):
-                raise HypersegError(f"{image}: {exc}") from None
+                raise type(exc)(f"{image}: {exc}") from None  # the same kind: a ResourceError stays one
             raise
 
     def segment(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import sys
 import time
@@ -32,10 +33,10 @@ from .allocator import keep_freed_memory
 from .config import RunConfig
 from .evaluate import evaluate
 from .interrupt import StopRequest, TrainingInterrupted, ignore_stop_signals
-from .distill import DistillationLoss, Teacher
+from .distill import DistillationLoss, Teacher, teacher_sha256
 from .distributed import Process, init_process
 from .losses import build_loss
-from .runlock import RunLock
+from .runlock import RunLock, open_own_file
 
 __all__ = ["train", "Trainer", "TrainState", "Process", "resolve_device", "build_model_for"]
 
@@ -111,6 +112,13 @@ def _csv_step(line: str) -> int:
         return sys.maxsize  # a blank or torn line (an editor, a killed write): dropped
 
 
+def _append_text(path: Path, text: str) -> None:
+    """Append ``text`` to a log of the run. A link placed where the log belongs is refused, never
+    written through (:func:`~hyperseg.engine.runlock.open_own_file`)."""
+    with os.fdopen(open_own_file(path, os.O_WRONLY | os.O_APPEND), "a", encoding="utf-8") as f:
+        f.write(text)
+
+
 class _Logger:
     """JSONL always, TensorBoard when installed and enabled; rank 0 only."""
 
@@ -142,14 +150,12 @@ class _Logger:
     def log(self, step: int, kind: str, values: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+        _append_text(self.path, json.dumps({"step": step, "kind": kind, **values}) + "\n")
         if kind == "val":
-            new = not self.csv.exists()
-            with self.csv.open("a") as f:
-                if new:
-                    f.write("step,miou,pixel_acc,mean_class_acc\n")
-                f.write(f"{step},{values['miou']:.6f},{values['pixel_acc']:.6f},{values['mean_class_acc']:.6f}\n")
+            row = f"{step},{values['miou']:.6f},{values['pixel_acc']:.6f},{values['mean_class_acc']:.6f}\n"
+            if not self.csv.is_file() or self.csv.stat().st_size == 0:
+                row = "step,miou,pixel_acc,mean_class_acc\n" + row
+            _append_text(self.csv, row)
         if self.writer is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -159,6 +165,10 @@ class _Logger:
 
 # Files a run rewrites atomically in train.out_dir; a killed write leaves `.<name>.*.tmp` beside them.
 _ATOMIC_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "val.csv")
+# What a resumed run appends to or writes new files into, rather than replacing by a rename: a link
+# there would be written through, so one is refused before anything is written.
+_APPENDED_FILES = ("metrics.jsonl", "val.csv", "resumes.jsonl")
+_LOG_DIRS = ("tensorboard",)
 # Sections a resume may change: the schedule and the run's mechanics, not what is trained on what.
 _FROZEN_ON_RESUME = ("model", "data", "loss", "distill")
 _DATA_FREE_ON_RESUME = ("workers", "val_batch_size", "root")
@@ -224,12 +234,18 @@ def _prepare_run_dir(out_dir: Path, cfg: RunConfig, resumed_step: Optional[int],
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return
+    for name in _APPENDED_FILES + _LOG_DIRS:
+        path = out_dir / name
+        if path.is_symlink() or (path.exists() and (name in _LOG_DIRS) != path.is_dir()):
+            what = f"a symbolic link to {os.readlink(path)}" if path.is_symlink() else \
+                "not a folder" if name in _LOG_DIRS else "not a file"
+            raise OutputExistsError(f"--resume: {path} is {what}, not what this run wrote; the run would write "
+                                    f"through it, so remove it first")
     for name in _ATOMIC_FILES:  # half-written files of a run that was killed mid-save
         for stale in out_dir.glob(f".{name}.*.tmp"):
             stale.unlink()
     if changes:  # config.yaml stays the run's original; each resume that changed something is recorded
-        with (out_dir / "resumes.jsonl").open("a") as f:
-            f.write(json.dumps({"step": resumed_step, "changes": changes}) + "\n")
+        _append_text(out_dir / "resumes.jsonl", json.dumps({"step": resumed_step, "changes": changes}) + "\n")
 
 
 def seed_everything(cfg: RunConfig) -> None:
@@ -282,6 +298,7 @@ class Trainer:
             raise
 
     def _setup(self, cfg: RunConfig, resume: bool) -> None:
+        cfg.check()  # a config built in Python has not been through load_config's checks
         self.cfg, self.proc = cfg, init_process(cfg.train.device)
         self.out_dir = Path(cfg.train.out_dir)
         self.last_path, self.best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
@@ -303,6 +320,7 @@ class Trainer:
         self.model = build_model_for(cfg, self.train_set)
         self.model.meta.update(recipe=cfg.to_dict())
         self.state = build_optimizer(cfg, self.model)
+        self.teacher_sha256 = teacher_sha256(cfg.distill.teacher)  # what a resume must find again
         if resume and self.proc.main and self.out_dir.is_dir():
             self.lock.acquire()  # before last.pt is read: two resumes of one run would both write it
         changes = self._resume() if resume else {}
@@ -343,9 +361,22 @@ class Trainer:
                                 f"({self.cfg.model.name})") from None
         self.state.load_state_dict(ckpt["train_state"], float(ckpt["meta"].get("train_seconds", 0.0)))
         self._resumed_ema = ckpt["train_state"].get("ema")
+        self._resumed_ema_decay = ckpt["train_state"].get("run_config", {}).get("train", {}).get("ema_decay")
+        self._check_teacher(ckpt["train_state"].get("teacher_sha256"))
         if any(key in changes for key in _SCHEDULE_KEYS):
             apply_schedule(self.state, self.cfg)
         return changes
+
+    def _check_teacher(self, saved: Optional[str]) -> None:
+        """Refuses a resume whose teacher file holds other weights than the run was distilled from: the
+        same ``distill.teacher`` name can point at a retrained or replaced file. A run saved before
+        teachers were hashed has nothing to compare; it records the teacher from now on."""
+        current = self.teacher_sha256
+        if saved and current and saved != current:
+            raise HypersegError(f"--resume: distill.teacher {self.cfg.distill.teacher} has SHA-256 {current[:12]}, "
+                                f"but {self.out_dir} was distilled from a teacher of SHA-256 {saved[:12]}; a resumed "
+                                f"run keeps its teacher (restore that file, or start a new run in another "
+                                f"train.out_dir)")
 
     def _place_model(self) -> nn.Module:
         """The model on its device and memory layout, wrapped for DDP when there are several processes,
@@ -364,11 +395,17 @@ class Trainer:
         """With ``train.ema_decay`` > 0, the moving average of the weights (BatchNorm statistics
         included) that validation scores and ``best.pt`` / ``ema.pt`` hold; restored on resume."""
         decay = self.cfg.train.ema_decay
+        saved = self._resumed_ema if resume else None
         if not decay:
+            if saved is not None:  # ema.pt would stay at this step while last.pt moved on
+                old = self._resumed_ema_decay
+                trained = f"train.ema_decay={old}" if old else "a moving average (train.ema_decay > 0)"
+                raise HypersegError(f"--resume: {self.last_path} was trained with {trained}, this command gives "
+                                    f"train.ema_decay={decay}; resume with the same value, or start a new run in "
+                                    f"another train.out_dir to train without the moving average")
             return None
         ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
         if resume:
-            saved = self._resumed_ema
             if saved is None:
                 raise HypersegError(f"--resume: {self.last_path} was trained without train.ema_decay; a moving "
                                     f"average cannot start mid-run (start a new run to use it)")
@@ -468,6 +505,8 @@ class Trainer:
             meta.update(val_miou=metrics["miou"], val_per_class_iou=metrics["per_class_iou"])
             state.best_miou = max(state.best_miou, metrics["miou"])
         train_state = {**state.state_dict(), "run_config": self.cfg.to_dict()}
+        if self.teacher_sha256 is not None:
+            train_state["teacher_sha256"] = self.teacher_sha256
         if self.ema is not None:
             train_state["ema"] = self.ema.state_dict()
             save_model(self.ema.module, self.ema_path, meta=meta)  # the averaged weights, ready to use or ship

@@ -54,7 +54,7 @@ def load_runtime(source: Union[str, Path, nn.Module, Runtime], *, runtime: str =
     """Any model source, ready to infer.
 
     Args:
-        source: built-in weights name, registered model, our checkpoint, authors' ``.pth``,
+        source: built-in or registered weights name, our checkpoint, authors' ``.pth``,
             an ``.onnx`` file, an ``nn.Module`` or a :class:`Runtime` (returned as is).
         runtime: ``"auto"`` (the fastest installed), ``"torch"``, ``"onnxruntime"``, ``"openvino"``
             or ``"eager"`` (the unprepared PyTorch model, for reference).

@@ -8,17 +8,67 @@ the PyTorch model pads its input, so their outputs equal the PyTorch model's.
 """
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Runtime", "RUNTIMES", "PRECISIONS", "SHAPES", "fit_input", "restore_output", "padded_size"]
+from ..errors import HypersegError, ResourceError
+
+__all__ = ["Runtime", "RUNTIMES", "PRECISIONS", "SHAPES", "fit_input", "restore_output", "padded_size", "scaled_size",
+           "is_out_of_memory", "out_of_memory_error", "run_guarded"]
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
 SHAPES = ("static", "dynamic")  # how a PyTorch model is converted: per input size, or once for all
+
+
+# How allocation failures read: torch's CPU allocator ("DefaultCPUAllocator: can't allocate memory",
+# "not enough memory"), CUDA ("CUDA out of memory"), onnxruntime ("Failed to allocate memory"),
+# OpenVINO (std::bad_alloc) and the C library (ENOMEM, "Cannot allocate memory").
+_OUT_OF_MEMORY = re.compile(r"out of memory|can't allocate memory|cannot allocate memory|not enough memory|"
+                            r"failed to allocate memory|bad_alloc", re.IGNORECASE)
+
+_T = TypeVar("_T")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure of torch, an ONNX runtime or Python itself."""
+    if isinstance(exc, HypersegError):
+        return False  # already one of ours, said in our words
+    return isinstance(exc, MemoryError) or (isinstance(exc, Exception) and bool(_OUT_OF_MEMORY.search(str(exc))))
+
+
+def out_of_memory_error(shape: Sequence[int]) -> ResourceError:
+    """The one sentence for a network that ran out of memory on an input of ``shape`` (B, C, H, W)."""
+    batch, (h, w) = int(shape[0]) if len(shape) == 4 else 1, (int(shape[-2]), int(shape[-1]))
+    what = f"a batch of {batch} {h}x{w} inputs" if batch > 1 else f"a {h}x{w} input"
+    smaller = max(32, max(h, w) // 2)  # a limit that halves what failed, whatever limit was in force
+    return ResourceError(f"not enough memory to run the network on {what}; segment large images at a smaller size "
+                         f"with --max-size (max_size in Python), e.g. --max-size {smaller}")
+
+
+def run_guarded(fn: Callable[[Tensor], _T], x: Tensor) -> _T:
+    """``fn(x)``, with an allocation failure turned into :func:`out_of_memory_error` for ``x``'s shape."""
+    try:
+        return fn(x)
+    except Exception as exc:  # MemoryError included
+        if not is_out_of_memory(exc):
+            raise
+    # raised outside the handler, so that neither the cause nor its traceback keeps the failed call's
+    # tensors alive: the memory is free again for whatever the caller does next
+    raise out_of_memory_error(tuple(x.shape))
+
+
+def scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
+    """The (H, W) an image of ``size`` is resized to for a model that sees images at ``scale``,
+    never below 32 px a side (the smallest a model takes) unless the image itself is smaller."""
+    h, w = int(size[0]), int(size[1])
+    if scale == 1:
+        return h, w
+    return max(min(h, 32), round(h * scale)), max(min(w, 32), round(w * scale))
 
 
 def padded_size(size: tuple[int, int], multiple: tuple[int, int]) -> tuple[int, int]:
@@ -90,8 +140,9 @@ class Runtime:
         """(B, 3, H, W) normalised float -> (B, C, H, W) float32 logits."""
         x = x.float()
         if x.shape[0] == 1:
-            return self.infer(x)
-        return torch.cat([self.infer(x[i : i + 1]) for i in range(x.shape[0])])  # exported models take batch 1
+            return run_guarded(self.infer, x)
+        # exported models take batch 1
+        return torch.cat([run_guarded(self.infer, x[i : i + 1]) for i in range(x.shape[0])])
 
     def infer(self, x: Tensor) -> Tensor:
         """One image (1, 3, H, W) -> logits (1, C, H, W)."""

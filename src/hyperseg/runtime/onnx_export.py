@@ -23,6 +23,7 @@ from ..errors import HypersegError, require
 from ..fuse import fuse_bn
 from ..model import HyperSeg
 from ..model.decoder.dpwconv import set_patch_kernels
+from .base import scaled_size
 from .torch_runtime import runtime_meta
 
 __all__ = ["export_onnx", "read_onnx_meta", "write_onnx_meta", "ExportError", "DEFAULT_OPSET", "META_KEYS"]
@@ -127,11 +128,18 @@ def _for_symbolic_sizes(model: HyperSeg) -> nn.Module:
 
 
 def _trace_size(meta: dict[str, Any], size: Optional[Sequence[int]], dynamic: bool) -> tuple[int, int]:
-    """The (H, W) of the example input: the fixed size, or for ``dynamic`` a padded one to trace with."""
+    """The (H, W) of the example input: the fixed size, or for ``dynamic`` a padded one to trace with.
+
+    Without ``size`` it is the size the network sees an image of the model's ``input_size`` at: a
+    model that sees images at ``input_scale`` is fed them resized by it (the runtimes resize before
+    fitting an image to the file), so a file for the unscaled size would see them padded instead.
+    """
     if size is None:
         size = meta.get("input_size")
         if size is None and not dynamic:
             raise ExportError("the model has no default input size; give one with --size HxW")
+        if size is not None:
+            size = scaled_size(size, float(meta.get("input_scale") or 1.0))
     if dynamic:
         mh, mw = meta["size_multiple"]
         h, w = size or (4 * mh, 4 * mw)
@@ -149,7 +157,8 @@ def export_onnx(model: nn.Module, path: Union[str, Path], *, size: Optional[Sequ
     """Write ``model`` (BatchNorm fused) as ONNX, with our metadata.
 
     Args:
-        size: (H, W) of the input; default: the model's ``input_size``.
+        size: (H, W) of the network's input; default: the size the network sees an image of the
+            model's ``input_size`` at (resized by its ``input_scale``, as the runtimes do).
         dynamic: instead of one size, accept a batch of any size whose height and width are
             multiples of the model's ``size_multiple`` (hyperseg's runtimes pad to them, as the
             PyTorch model does). The input is ``(batch, 3, m*height_blocks, m*width_blocks)``.

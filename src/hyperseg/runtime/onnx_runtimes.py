@@ -18,7 +18,7 @@ from ..errors import HypersegError, require
 from ..meta_schema import MAX_SIDE, check_model_meta
 from ..model import HyperSeg
 from .base import Runtime, fit_input, padded_size, restore_output
-from .cache import cache_dir, cache_lock, cached_onnx, size_label
+from .cache import cache_dir, cache_lock, cached_onnx, check_cache_settings, openvino_cache_dir, size_label
 from .onnx_export import read_onnx_meta, read_onnx_proto
 from .torch_runtime import runtime_meta
 
@@ -153,7 +153,9 @@ class OnnxRuntimeRuntime(_OnnxFileRuntime):
         super().__init__(path, info, _check_precision(path, info["precision"], precision, self.precisions, self.name))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        # fatal only: a file that fails to load or run is reported once, in our one sentence below,
+        # not also in onnxruntime's own coloured log line ("Exception during initialization: ...")
+        options.log_severity_level = 4
         # Idle workers sleep instead of spinning: spinning steals the cores from whatever runs next
         # (decoding, drawing, another model) for a latency gain we could not measure at batch 1.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -213,7 +215,9 @@ class OpenVinoRuntime(_OnnxFileRuntime):
             if not self.dynamic:
                 # OpenVINO's own cache of the compiled blob: one entry per static file, pruned with
                 # ours. A dynamic file would add a blob per size it meets, and compiles in ~1 s anyway.
-                core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
+                blobs = openvino_cache_dir()
+                if blobs is not None:  # None: a folder of that name that is not ours; compile without
+                    core.set_property({"CACHE_DIR": str(blobs)})
                 self.requests[()] = self._compile(self.graph)
         except HypersegError:
             raise
@@ -274,6 +278,7 @@ class ConvertedRuntime(Runtime):
         require("onnx", "onnx", "converting a model for onnxruntime or OpenVINO")
         require("onnxscript", "onnx", "converting a model for onnxruntime or OpenVINO")
         self.engine_cls.check_offers(precision)  # before minutes of conversion, not after
+        check_cache_settings()  # likewise a cache that cannot take the converted file
         if precision == "int8" and calibration is None:
             raise HypersegError("precision int8 needs calibration images: give --calibration DIR (a folder of images)")
         if shapes == "dynamic" and not isinstance(model, HyperSeg):

@@ -17,8 +17,9 @@ import torch
 
 from ..data.io import IMAGE_EXTENSIONS, read_image
 from ..data.transforms import normalize
-from ..errors import HypersegError, require
+from ..errors import HypersegError, ResourceError, require
 from .base import fit_input, padded_size
+from .cache import environment_cause
 from .onnx_export import atomic_save_onnx, read_onnx_meta, write_onnx_meta
 
 __all__ = ["quantize_onnx", "calibration_files"]
@@ -69,6 +70,23 @@ class _Reader:
         self._it = None
 
 
+@contextlib.contextmanager
+def _temporary_folder() -> Iterator[Path]:
+    """A folder for the calibration's intermediate models, deleted afterwards; the machine failing to
+    write there (full, read-only) is a :class:`ResourceError` naming it."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="hyperseg-quant-") as tmp:
+            yield Path(tmp)
+    except HypersegError:
+        raise
+    except Exception as exc:
+        cause = environment_cause(exc, Path(tempfile.gettempdir()))
+        if cause is None:
+            raise
+        raise ResourceError(f"int8 calibration cannot write its temporary files in {tempfile.gettempdir()} "
+                            f"({cause.strerror or cause}); free space there or set TMPDIR to a writable folder") from None
+
+
 def _nodes_in_scopes(proto, scopes: Sequence[str]) -> list[str]:
     """Names of the nodes that the exporter recorded as coming from one of the module ``scopes``."""
     names = []
@@ -106,7 +124,7 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
     files = calibration_files(calibration, count)
     size = (int(meta["input_size"][0]), int(meta["input_size"][1])) if meta.get("input_size") else None
     multiple = tuple(meta.get("size_multiple") or (32, 32))
-    with tempfile.TemporaryDirectory(prefix="hyperseg-quant-") as tmp:
+    with _temporary_folder() as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         quant.quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
         reader = _Reader(files, "image", size, multiple, meta["mean"], meta["std"])

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -11,9 +11,9 @@ from ..checkpoint import CHECKPOINT_FORMAT, load_model
 from ..errors import HypersegError
 from ..model import create_model, list_models
 from ..official import from_official
-from ..pretrained import is_weights_name, list_weights
+from ..pretrained import DEFAULT_MODEL, is_weights_name, list_weights
 
-__all__ = ["resolve_model"]
+__all__ = ["resolve_model", "is_untrained_architecture", "untrained_message"]
 
 
 def _is_our_checkpoint(path: Path) -> bool:
@@ -24,8 +24,26 @@ def _is_our_checkpoint(path: Path) -> bool:
     return isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT
 
 
-def resolve_model(source: Union[str, Path, nn.Module]) -> nn.Module:
-    """A model in eval mode from any PyTorch source; ``.onnx`` files go to :func:`load_runtime` instead."""
+def is_untrained_architecture(source: Any) -> bool:
+    """Whether ``source`` names a registered architecture rather than weights: building it gives a
+    network with random weights (weights names win over architecture names, as in :func:`resolve_model`)."""
+    return isinstance(source, (str, Path)) and not is_weights_name(str(source)) and str(source) in list_models()
+
+
+def untrained_message(name: str) -> str:
+    """The one sentence that refuses an architecture name where trained weights are needed."""
+    return (f"{name} is a registered architecture without weights, so it would run with random weights; give "
+            f"weights instead: a checkpoint file, an authors' .pth checkpoint or "
+            f"built-in weights such as {DEFAULT_MODEL} (`hyperseg list` shows them)")
+
+
+def resolve_model(source: Union[str, Path, nn.Module], *, allow_untrained: bool = False) -> nn.Module:
+    """A model in eval mode from any PyTorch source; ``.onnx`` files go to :func:`load_runtime` instead.
+
+    A registered architecture name builds a network with random weights, which is only useful to
+    train from scratch or to time; it is refused unless ``allow_untrained`` is set, so that nothing
+    segments, scores or teaches with random weights by mistake.
+    """
     if isinstance(source, nn.Module):
         return source.eval()
     if source is None:
@@ -34,6 +52,8 @@ def resolve_model(source: Union[str, Path, nn.Module]) -> nn.Module:
     if is_weights_name(text):
         return load_model(text)
     if text in list_models():
+        if not allow_untrained:
+            raise HypersegError(untrained_message(text))
         return create_model(text).eval()
     path = Path(text).expanduser()
     if path.suffix.lower() == ".onnx":

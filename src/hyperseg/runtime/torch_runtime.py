@@ -25,7 +25,7 @@ from ..fuse import fuse_bn
 from ..model import HyperSeg
 from ..model.decoder.dpwconv import set_patch_kernels
 from ..model.registry import model_cfg
-from .base import Runtime
+from .base import Runtime, run_guarded
 
 __all__ = ["TorchRuntime", "EagerRuntime", "prepare_for_inference", "bf16_supported", "resolve_device", "runtime_meta"]
 
@@ -118,6 +118,9 @@ class TorchRuntime(Runtime):
         return self.infer(x)
 
     def infer(self, x: Tensor) -> Tensor:
+        return run_guarded(self._infer, x)
+
+    def _infer(self, x: Tensor) -> Tensor:
         x = x.to(self.device, torch.float32, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -136,6 +139,6 @@ class EagerRuntime(TorchRuntime):
             raise HypersegError(f"the eager reference runs in fp32 only, not {precision}; use --runtime torch")
         super().__init__(model, device=device, precision=precision, prepare=False)
 
-    def infer(self, x: Tensor) -> Tensor:
+    def _infer(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             return self.model(x.to(self.device)).float()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..errors import HypersegError, require
+from .upload import UPLOAD_IDLE_TIMEOUT_S
 
 __all__ = ["create_app", "run_server", "is_loopback"]
 
@@ -61,7 +62,7 @@ def _check_port_free(host: str, port: int) -> None:
 
 def run_server(model: Union[str, Path] = "camvid", *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
                max_queue: int = 16, max_upload_mb: float = 20.0, max_megapixels: float = 50.0,
-               **predictor_options: Any) -> None:
+               upload_timeout_s: float = UPLOAD_IDLE_TIMEOUT_S, **predictor_options: Any) -> None:
     """Load the model, then serve until SIGTERM or Ctrl-C; in-flight requests finish first.
     ``predictor_options`` (runtime, precision, device, ...) go to :class:`~hyperseg.Predictor`."""
     _require_extra()
@@ -73,7 +74,8 @@ def run_server(model: Union[str, Path] = "camvid", *, host: str = "127.0.0.1", p
         if isinstance(value, bool) or not isinstance(value, int) or value < low or (option == "--port" and value > 65535):
             raise HypersegError(f"{option} {value!r}: expected a whole number >= {low}"
                                 + (" and <= 65535" if option == "--port" else ""))
-    for option, value in (("--max-upload-mb", max_upload_mb), ("--max-megapixels", max_megapixels)):
+    for option, value in (("--max-upload-mb", max_upload_mb), ("--max-megapixels", max_megapixels),
+                          ("--upload-timeout", upload_timeout_s)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
             raise HypersegError(f"{option} {value!r}: expected a positive, finite number")
     _check_port_free(host, port)
@@ -85,7 +87,7 @@ def run_server(model: Union[str, Path] = "camvid", *, host: str = "127.0.0.1", p
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     app = build(model, workers=workers, max_queue=max_queue, max_upload_mb=max_upload_mb,
-                max_megapixels=max_megapixels, **predictor_options)
+                max_megapixels=max_megapixels, upload_timeout_s=upload_timeout_s, **predictor_options)
     app.state.pool.load()  # a bad model source is a one-line error here, before anything listens
     logging.getLogger("hyperseg.serve").setLevel(logging.INFO)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=False, log_level="info",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import threading
 import time
 from enum import Enum
@@ -21,10 +22,10 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..data.io import DataError, ImageTooLargeError, UnsupportedImageError, decode_image
 from ..engine.predict import DEFAULT_MAX_SIZE, Predictor
-from ..errors import HypersegError
-from ..runtime.cache import isolate_conversions
+from ..errors import HypersegError, ResourceError
+from ..runtime.cache import check_cache_settings, isolate_conversions
 from .pool import InferencePool, PoolBusy, PoolNotReady
-from .upload import UploadError, read_upload
+from .upload import UPLOAD_IDLE_TIMEOUT_S, UploadError, read_upload
 
 __all__ = ["create_app", "OutputFormat"]
 
@@ -83,16 +84,24 @@ _UPLOAD_BODY = {
 
 def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queue: int = 16,
                max_upload_mb: float = 20.0, max_megapixels: float = 50.0, max_size: Optional[int] = DEFAULT_MAX_SIZE,
-               **predictor_options: Any) -> FastAPI:
+               upload_timeout_s: float = UPLOAD_IDLE_TIMEOUT_S, **predictor_options: Any) -> FastAPI:
     """The server for one model (any source :class:`~hyperseg.Predictor` takes, with its
     ``predictor_options``: runtime, precision, device, calibration, meta).
 
     ``workers`` predictors run requests in threads; up to ``max_queue`` more wait, and beyond that
     the server answers 503 with ``Retry-After``. Uploads over ``max_upload_mb`` or images over
-    ``max_megapixels`` are refused (413) before they are decoded. The models load when the app
-    starts, in the background (``/healthz`` says when they are ready), unless ``app.state.pool``
-    was loaded before.
+    ``max_megapixels`` are refused (413) before they are decoded; an upload that sends nothing for
+    ``upload_timeout_s`` seconds is cut off (408), freeing its place. A failure of the machine
+    (a conversion process killed, a full or read-only model cache) is answered 503. The models load
+    when the app starts, in the background (``/healthz`` says when they are ready), unless
+    ``app.state.pool`` was loaded before.
     """
+    if isinstance(upload_timeout_s, bool) or not isinstance(upload_timeout_s, (int, float)) \
+            or not 0 < upload_timeout_s < math.inf:
+        raise HypersegError(f"upload_timeout_s={upload_timeout_s!r}: expected a positive, finite number of seconds")
+    # a bad cache setting is refused now, not by the first request that converts (the folder itself is
+    # checked when a runtime that converts is loaded: --runtime torch never writes there)
+    check_cache_settings(folder=False)
     pool = InferencePool(lambda: Predictor(model, max_size=max_size, **predictor_options),
                          workers=workers, max_queue=max_queue)
     max_bytes = int(max_upload_mb * 2**20)
@@ -165,10 +174,12 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
                           {"Retry-After": RETRY_AFTER_S})
         uploads[0] += 1
         try:
-            data, name = await read_upload(request, max_bytes)
+            data, name = await read_upload(request, max_bytes, upload_timeout_s)
             body, media, summary = await pool.run(_segment, data, name, format, alpha, max_pixels)
         except UploadError as exc:
-            return _error(exc.status, str(exc))
+            # the rest of an unread body would arrive as the next request: this connection is done
+            unread = {"Connection": "close"} if exc.status in (408, 413) else None
+            return _error(exc.status, str(exc), unread)
         except PoolBusy as exc:
             return _error(503, f"the server is busy: {exc}; retry shortly", {"Retry-After": RETRY_AFTER_S})
         except PoolNotReady as exc:
@@ -179,6 +190,9 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
             return _error(415, str(exc))
         except DataError as exc:
             return _error(400, str(exc))
+        except ResourceError as exc:  # the server's machine failed, not the request
+            log.error("POST /v1/segment: %s", exc)
+            return _error(503, str(exc))
         except HypersegError as exc:  # an image the model cannot take (smaller than it accepts)
             return _error(422, str(exc))
         finally:

@@ -7,7 +7,8 @@ __all__ = ["UploadError", "read_upload", "UPLOAD_IDLE_TIMEOUT_S", "MAX_PARTS"]
 
 # Multipart framing (boundaries, part headers) around the file; allowed on top of the file limit.
 _MULTIPART_SLACK = 64 * 1024
-# A client that sends nothing for this long is cut off (408): a stalled upload holds its body in memory.
+# A client that sends nothing for this long is cut off (408): a stalled upload holds its body in memory
+# and one of the server's places for uploads.
 UPLOAD_IDLE_TIMEOUT_S = 15.0
 # A form with more parts than this is not an image upload; parsing stops there (400).
 MAX_PARTS = 16
@@ -26,6 +27,7 @@ async def read_upload(request, max_bytes: int, idle_timeout: float = UPLOAD_IDLE
 
     The body is read into memory and never written to disk; reading stops as soon as it passes
     ``max_bytes`` (answer 413), and a ``Content-Length`` over the limit is refused before reading.
+    A client that sends nothing for ``idle_timeout`` seconds is refused (408).
     """
     content_type = request.headers.get("content-type", "")
     kind = content_type.lower()  # the boundary parameter is case-sensitive: only the type is compared lowercased
