@@ -256,14 +256,14 @@ def test_a_250_byte_input_name_gives_short_unique_outputs_and_resume_works(tiny_
     folder = tmp_path / "in"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    stems = ["a" * 246, "a" * 245 + "b"]  # 250 bytes with ".png"; equal for their first 200 bytes
+    stems = ["a" * 246, "a" * 245 + "b"]  # 250 bytes with ".png"; equal for their first 245 bytes
     for stem in stems:
         Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(folder / f"{stem}.png")
     out = tmp_path / "out"
     code, err = _predict([folder, "--out", out, "--model", tiny_model, "--runtime", "torch"], capfd)
     assert code == 0, err
     labels = sorted(p.name for p in out.glob("*.png"))
-    assert len(labels) == 2 and all(len(n.encode()) <= 255 - len("_overlay.tmp.mp4") for n in labels)
+    assert len(labels) == 2 and all(len(n.encode()) - len(".png") <= 255 - len("._overlay.tmp.mp4") for n in labels)
     code, err = _predict([folder, "--out", out, "--model", tiny_model, "--runtime", "torch", "--resume"], capfd)
     assert code == 0 and "2 already done" in err, err
 

@@ -54,8 +54,9 @@ def collect_inputs(source: Union[str, Path]) -> list[Path]:
 
 
 # Bytes of an output name before its suffix: the longest file made from it, a video's temporary
-# ".<name>_overlay.tmp.mp4", then stays within the 255-byte name limit of common file systems.
-MAX_NAME_BYTES = 200
+# ".<name>_overlay.tmp.mp4" (17 bytes more), then stays within the 255-byte name limit of common
+# file systems.
+MAX_NAME_BYTES = 255 - len("._overlay.tmp.mp4")
 
 
 def _fit(name: str) -> str:
