@@ -149,7 +149,9 @@ def _choose(model: nn.Module, runtime: str, device: Any, calibration: Optional[s
             _build(model, runtime, precision, device, None, 1, shapes), SAMPLE_IMAGES))
 
     device_type = resolve_device(device).type
-    return choose_precision(meta, runtime, device_type=device_type, has_calibration=builtin or calibration is not None,
+    # int8 needs images to calibrate on, and onnxruntime's quantiser to make the file
+    can_quantise = (builtin or calibration is not None) and importlib.util.find_spec("onnxruntime") is not None
+    return choose_precision(meta, runtime, device_type=device_type, has_calibration=can_quantise,
                             agreement=agreement)
 
 
