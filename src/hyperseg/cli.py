@@ -347,8 +347,6 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from .engine.bench import benchmark, format_report
 
     _check_output(args.out, "--out", args.overwrite, inputs=[args.model, args.image])
-    if args.max_size != 0 and args.max_size < 32:
-        raise HypersegError(f"--max-size {args.max_size}: expected a number of pixels >= 32, or 0 for no limit")
     runtimes, precisions = _split_list(args.runtime), _split_list(args.precision)
     result = benchmark(args.model, size=_parse_pair(args.size, "--size"),
                        candidates=list(itertools.product(runtimes, precisions)), rounds=args.rounds,

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from ..checkpoint import atomic_write_text
 from ..errors import HypersegError, OutputExistsError
+from .runlock import open_own_file
 
 __all__ = ["MANIFEST_NAME", "DONE_DIR", "PredictManifest", "DoneLog", "inputs_digest", "read_done", "refuse_link",
            "remove_stale_temporaries"]
@@ -120,11 +121,7 @@ class DoneLog:
     def __init__(self, out: Path, rank: int) -> None:
         path = Path(out) / DONE_DIR / f"done-{rank}.txt"
         refuse_link(path.parent, out)
-        refuse_link(path, out)
-        try:  # O_NOFOLLOW: a link put there between the check and the open is refused by the kernel
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        except OSError as exc:
-            raise HypersegError(f"{path}: cannot open the done log ({exc.strerror or exc})") from None
+        fd = open_own_file(path, os.O_RDWR | os.O_APPEND)  # never through a link, as the trainer's logs
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
         self._file = os.fdopen(fd, "a", encoding="utf-8", errors="surrogateescape")
