@@ -4,6 +4,8 @@ Oracles: the eager PyTorch model (float64 for the prepared model, float32 for ON
 padding/cropping, and frames decoded back from the video the test wrote.
 """
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -374,3 +376,23 @@ def test_export_refuses_to_overwrite(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err and out.read_bytes() == b"the user's own file"
     assert cli_main(["export", "camvid", "--out", str(out), "--size", "64x64", "--overwrite"]) == 0
     assert read_onnx_meta(out)["input_size"] == [64, 64]
+
+
+def test_two_openvino_models_freed_in_creation_order_then_ctrl_c_does_not_crash(camvid_onnx):
+    """OpenVINO's CPU plugin swaps the thread's alternate signal stack per Core and puts the old one
+    back, already unmapped, when Cores go in creation order: the next Ctrl-C was a SIGSEGV.
+    Oracle: the process's exit status and the handler's own output."""
+    pytest.importorskip("openvino", reason="the openvino extra is not installed: pip install '.[openvino]'")
+    script = f"""
+import os, signal
+from hyperseg.runtime import load_runtime
+first = load_runtime({str(camvid_onnx)!r}, runtime="openvino", precision="fp32")
+second = load_runtime({str(camvid_onnx)!r}, runtime="openvino", precision="fp32")
+del first
+del second
+signal.signal(signal.SIGINT, lambda *_: print("handled", flush=True))
+os.kill(os.getpid(), signal.SIGINT)
+print("exited", flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout.split()) == (0, ["handled", "exited"]), done.stderr[-2000:]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import logging
 import sys
@@ -175,6 +176,17 @@ class OnnxRuntimeRuntime(_OnnxFileRuntime):
         return self.session.run(None, {self.input_name: x})[0]
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one OpenVINO Core, kept until exit.
+
+    Each Core's CPU plugin gives the calling thread an alternate signal stack and, when the Core goes,
+    unmaps it and restores the stack that was there before. Two Cores freed in the order they were made
+    leave the thread pointing at unmapped memory, and its next signal (Ctrl-C) kills the process with
+    SIGSEGV. One Core that never goes cannot do that."""
+    return OpenVinoRuntime.import_module().Core()
+
+
 def require_openvino_bf16(core: Any) -> None:
     """Refuse bf16 where OpenVINO's CPU plugin has no native bfloat16 (it would not run bf16 there)."""
     if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
@@ -192,19 +204,18 @@ class OpenVinoRuntime(_OnnxFileRuntime):
     def check_offers(cls, precision: str) -> None:
         super().check_offers(precision)
         if precision == "bf16":
-            require_openvino_bf16(cls.import_module().Core())
+            require_openvino_bf16(openvino_core())
 
     def __init__(self, path: Union[str, Path], *, precision: Optional[str] = None,
                  meta: Optional[dict[str, Any]] = None, device: Any = "auto") -> None:
-        ov = self.import_module()
         path = Path(path)
         info = onnx_file_meta(path, meta)
         super().__init__(path, info, _check_precision(path, info["precision"], precision, self.precisions, self.name))
-        core = ov.Core()
+        core = openvino_core()
         if self.precision == "bf16":
             require_openvino_bf16(core)
         self.core = core
-        self.config = {"INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY",
+        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY",
                        "INFERENCE_NUM_THREADS": torch.get_num_threads()}  # what torch was given, as onnxruntime
         try:
             self.graph = core.read_model(str(path))
@@ -217,7 +228,7 @@ class OpenVinoRuntime(_OnnxFileRuntime):
                 # ours. A dynamic file would add a blob per size it meets, and compiles in ~1 s anyway.
                 blobs = openvino_cache_dir()
                 if blobs is not None:  # None: a folder of that name that is not ours; compile without
-                    core.set_property({"CACHE_DIR": str(blobs)})
+                    self.config["CACHE_DIR"] = str(blobs)  # this model's compiles only: the Core is shared
                 self.requests[()] = self._compile(self.graph)
         except HypersegError:
             raise
