@@ -4,7 +4,12 @@
         --command "hyperseg train --config configs/camvid_cpu.yaml"
 
 It evaluates the checkpoint on the validation split first and stores that mIoU, so the number
-in the metadata is the one `hyperseg eval` reproduces from the shipped float16 weights. For a
+in the metadata is the one `hyperseg eval` reproduces from the shipped float16 weights. It then
+scores the shipped file in each precision `--precision auto` may choose (OpenVINO fp32, bf16 where
+this CPU has it natively, int8 calibrated on the package's sample images), the evidence the record
+carries; `--measure-only NAME` does only that, for weights already registered:
+
+    python scripts/package_weights.py --measure-only camvid --data ../shared/data/camvid For a
 run trained on train + val (the paper's protocol) that number is the fit of data it trained on,
 and the metadata says so. It prints the `Weights(...)` record to register in
 `src/hyperseg/pretrained.py`, with the file's SHA-256.
@@ -25,9 +30,31 @@ from hyperseg.pretrained import file_sha256
 WEIGHTS = Path(hyperseg.__file__).resolve().parent / "weights"
 
 
+def measure_precisions(weights: str, dataset, *, progress: bool = True) -> dict:
+    """mIoU on ``dataset`` of ``weights`` (a file or registered name) in OpenVINO at each precision
+    ``--precision auto`` may pick, and the share of the sample images' pixels labelled as in fp32."""
+    from hyperseg.runtime import SAMPLE_IMAGES, load_runtime
+    from hyperseg.runtime.precision import cpu_kind, label_agreement
+
+    precisions = ["fp32", *(["bf16"] if cpu_kind() == "bf16" else []), "int8"]
+    runtimes, miou, agreement = {}, {}, {}
+    for precision in precisions:
+        runtimes[precision] = load_runtime(weights, runtime="openvino", precision=precision,
+                                           calibration=str(SAMPLE_IMAGES) if precision == "int8" else None)
+        metrics = evaluate(runtimes[precision], dataset, progress=progress)
+        miou[precision] = metrics["miou"]
+        agreement[precision] = label_agreement(runtimes["fp32"], runtimes[precision], SAMPLE_IMAGES)
+        print(f"{weights} openvino {precision}: val mIoU {100 * miou[precision]:.2f}, "
+              f"{100 * agreement[precision]:.3f} % of sample pixels as in fp32")
+    return {"precision_miou": miou, "precision_runtime": "openvino", "sample_agreement": agreement,
+            "cpu_kind": cpu_kind()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", nargs="?")
+    parser.add_argument("--measure-only", default=None, metavar="NAME",
+                        help="only score registered weights NAME in each precision (prints the record's evidence)")
     parser.add_argument("--name", default="camvid")
     parser.add_argument("--command", default="", help="the command that reproduces the training")
     parser.add_argument("--max-mb", type=float, default=25.0, help="refuse a file larger than this (default: 25)")
@@ -35,6 +62,18 @@ def main() -> None:
     parser.add_argument("--eval-split", default=None,
                         help="split whose mIoU is stored (default: the recipe's val split, else val)")
     args = parser.parse_args()
+    if args.measure_only:
+        import json
+
+        from hyperseg.pretrained import get_weights
+
+        record = get_weights(args.measure_only)
+        split = (record.metrics.get("val_split") or "camvid:val").split(":")
+        dataset = build_dataset(split[0], args.data or "data/camvid", split[-1])
+        print(json.dumps(measure_precisions(args.measure_only, dataset), indent=2))
+        return
+    if not args.checkpoint:
+        parser.error("give the checkpoint to package, or --measure-only NAME")
 
     model = load_model(args.checkpoint)
     recipe = model.meta.get("recipe", {})
@@ -66,12 +105,13 @@ def main() -> None:
     }
     save_model(shipped, out, meta=meta, half=True)
     tmp.unlink()
+    evidence = measure_precisions(str(out), dataset)
     size = out.stat().st_size / 2**20
     print(f"wrote {out} ({size:.1f} MB), val mIoU {metrics['miou'] * 100:.2f}")
     digest = file_sha256(out)
     print(f"register it in src/hyperseg/pretrained.py: Weights(name={args.name!r}, file='weights/{out.name}', "
           f"sha256={digest!r}, metrics={{'val_miou': {metrics['miou']!r}, 'val_split': {meta['val_split']!r}, "
-          f"'val_in_training': {meta['val_in_training']!r}}}, "
+          f"'val_in_training': {meta['val_in_training']!r}, 'precision_miou': {evidence['precision_miou']!r}}}, "
           f"recipe={{'command': {args.command!r}, 'train_split': {data.get('train_split', 'train')!r}, "
           f"'iterations': {model.meta.get('step')!r}}}, ...)")
     if size > args.max_mb:

@@ -97,7 +97,12 @@ def test_overlay_equals_predictor_overlay(client, reference):
 def test_model_health_samples_and_schema(client):
     info = client.get("/v1/model").json()
     assert info["name"] == "camvid" and info["classes"][0] == "sky" and len(info["palette"]) == 11
-    assert info["input_size"] == [360, 480] and info["runtime"] == "torch" and info["precision"] == "fp32"
+    assert info["input_size"] == [360, 480] and info["runtime"] == "torch"
+    # the client fixture asks for no precision: --precision auto chose it, and says why
+    from hyperseg.runtime.precision import choose_precision
+
+    expected = choose_precision(hyperseg.get_weights("camvid").metrics, "torch", has_calibration=True)
+    assert (info["precision"], info["precision_reason"]) == (expected.precision, expected.reason)
     assert info["val_miou"] == round(hyperseg.get_weights("camvid").metrics["val_miou"] * 100, 2)
     assert client.get("/healthz").json() == {"status": "ok", "model_loaded": True}
     assert client.get("/v1/samples").json() == ["camvid_sample_1.png", "camvid_sample_2.png", "camvid_sample_3.png"]

@@ -23,10 +23,22 @@ def test_list_reads_records_without_opening_weights(monkeypatch, capsys):
 
     monkeypatch.setattr(torch, "load", refuse)
     monkeypatch.setattr(checkpoint, "_read_checkpoint", refuse)
+    monkeypatch.setattr(pretrained, "file_sha256", refuse)  # checksums read files with plain open()
     assert cli_main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "camvid  (built-in weights of hyperseg, 11 classes, val mIoU 87.65 on camvid:val (trained on it: a fit, " \
-           "not an estimate), 28.7 ms at 480x360 (openvino bf16))" in out
+    # the latency shown is the record's for the path --precision auto takes on this kind of CPU
+    from hyperseg.runtime import installed_runtimes
+    from hyperseg.runtime.precision import CPU_KINDS, choose_precision, cpu_kind
+
+    metrics = get_weights("camvid").metrics
+    kind = cpu_kind() if cpu_kind() in metrics["latency_ms"] else next(iter(metrics["latency_ms"]))
+    runtime = installed_runtimes()[0]
+    path = f"{runtime} {choose_precision(metrics, runtime, cpu=kind, has_calibration=True).precision}"
+    assert (f"camvid  (built-in weights of hyperseg, 11 classes, val mIoU 87.65 on camvid:val (trained on it: a fit, "
+            f"not an estimate), {metrics['latency_ms'][kind][path]:g} ms at 480x360 ({path}, the default path on a "
+            f"CPU with {CPU_KINDS[kind]}))") in out
+    assert out.count("measured on:") == len({k for w in list_weights() for k in get_weights(w).metrics["latency_ms"]
+                                            if k == kind})
     assert cli_main(["list", "zzz"]) == 0 and capsys.readouterr().out == ""  # the pattern filters weights too
 
 

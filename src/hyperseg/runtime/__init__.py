@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import HypersegError
 from .base import PRECISIONS, RUNTIMES, SHAPES, Runtime
+from .precision import PrecisionChoice, choose_precision, cpu_kind
 from .onnx_export import ExportError, export_onnx, read_onnx_meta
 from .onnx_runtimes import ONNX_RUNTIMES, ConvertedRuntime
 from .quantize import quantize_onnx
@@ -21,7 +22,11 @@ from .torch_runtime import EagerRuntime, TorchRuntime, bf16_supported, prepare_f
 
 __all__ = ["load_runtime", "Runtime", "RUNTIMES", "PRECISIONS", "SHAPES", "export_onnx", "quantize_onnx", "read_onnx_meta",
            "ExportError", "resolve_model", "prepare_for_inference", "resolve_device", "bf16_supported",
-           "installed_runtimes", "TorchRuntime", "EagerRuntime"]
+           "installed_runtimes", "TorchRuntime", "EagerRuntime", "PrecisionChoice", "cpu_kind", "SAMPLE_IMAGES"]
+
+# The CamVid samples shipped in the package: int8 calibration of the built-in weights (their records'
+# int8 accuracy was measured with exactly these) and the label-agreement check of --precision auto.
+SAMPLE_IMAGES = Path(__file__).resolve().parents[1] / "assets"
 
 
 def installed_runtimes() -> list[str]:
@@ -49,7 +54,7 @@ def _auto_runtime(is_onnx: bool, precision: Optional[str], device: Any) -> str:
 
 
 def load_runtime(source: Union[str, Path, nn.Module, Runtime], *, runtime: str = "auto",
-                 precision: Optional[str] = None, device: Any = "auto", calibration: Optional[str] = None,
+                 precision: Optional[str] = "auto", device: Any = "auto", calibration: Optional[str] = None,
                  calibration_count: int = 30, meta: Optional[dict[str, Any]] = None, shapes: str = "static") -> Runtime:
     """Any model source, ready to infer.
 
@@ -58,7 +63,9 @@ def load_runtime(source: Union[str, Path, nn.Module, Runtime], *, runtime: str =
             an ``.onnx`` file, an ``nn.Module`` or a :class:`Runtime` (returned as is).
         runtime: ``"auto"`` (the fastest installed), ``"torch"``, ``"onnxruntime"``, ``"openvino"``
             or ``"eager"`` (the unprepared PyTorch model, for reference).
-        precision: ``"fp32"``, ``"bf16"`` or ``"int8"``; default: fp32, or what an ONNX file holds.
+        precision: ``"auto"`` (the default: the fastest precision on this CPU whose accuracy stays
+            within 0.3 mIoU of fp32 for these weights, see :mod:`~hyperseg.runtime.precision`;
+            what an ONNX file holds), ``"fp32"`` (exact), ``"bf16"`` or ``"int8"``. ``None`` is ``"auto"``.
         calibration: folder of images for int8 conversion of a PyTorch model.
         meta: class names / mean / std for ONNX files without our metadata.
         shapes: for a PyTorch model in onnxruntime or OpenVINO, ``"static"`` (one conversion per
@@ -69,22 +76,92 @@ def load_runtime(source: Union[str, Path, nn.Module, Runtime], *, runtime: str =
         return source
     if runtime not in ("auto", "eager") + RUNTIMES:
         raise HypersegError(f"--runtime {runtime!r}: expected auto, {', '.join(RUNTIMES)} or eager")
-    if precision is not None and precision not in PRECISIONS:
-        raise HypersegError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    precision = "auto" if precision is None else precision
+    if precision != "auto" and precision not in PRECISIONS:
+        raise HypersegError(f"--precision {precision!r}: expected auto or one of {', '.join(PRECISIONS)}")
     if shapes not in SHAPES:
         raise HypersegError(f"--shapes {shapes!r}: expected one of {', '.join(SHAPES)}")
     is_onnx = isinstance(source, (str, Path)) and str(source).lower().endswith(".onnx")
+    asked = runtime
     if runtime == "auto":
-        runtime = _auto_runtime(is_onnx, precision, device)
+        runtime = _auto_runtime(is_onnx, None if precision == "auto" else precision, device)
     if is_onnx:
         if runtime not in ONNX_RUNTIMES:
             raise HypersegError(f"{source} is an ONNX file; it runs in onnxruntime or openvino, not {runtime}")
-        return ONNX_RUNTIMES[runtime](Path(source).expanduser(), precision=precision, meta=meta, device=device)
+        made = ONNX_RUNTIMES[runtime](Path(source).expanduser(), precision=None if precision == "auto" else precision,
+                                      meta=meta, device=device)
+        if precision == "auto":
+            made.precision_choice = PrecisionChoice(made.precision, "an ONNX file runs at the precision it holds")
+        return made
     model = resolve_model(source)
-    precision = precision or "fp32"
+    choice = None
+    if precision == "auto" and runtime == "eager":
+        precision = "fp32"  # the unprepared reference: fp32 only, nothing to choose
+    if precision == "auto":
+        choice = _choose(model, runtime, device, calibration, shapes)
+        precision = choice.precision
+        if precision == "int8" and calibration is None:
+            calibration = str(SAMPLE_IMAGES)
+    made = _build(model, runtime, precision, device, calibration, calibration_count, shapes)
+    made.precision_choice = choice
+    if asked == "auto" and runtime == "torch" and made.device.type == "cpu":
+        made.advice = _openvino_advice(getattr(model, "meta", {}) or {})
+    return made
+
+
+def _openvino_advice(meta: dict[str, Any]) -> Optional[str]:
+    """How much faster OpenVINO would run these weights here, when it is not installed (from the
+    record's latencies for this CPU kind where it has them)."""
+    if importlib.util.find_spec("openvino") is not None:
+        return None
+    table = (meta.get("latency_ms") or {}).get(cpu_kind()) or {}
+    default = choose_precision(meta, "openvino", has_calibration=True).precision
+    ours = min((ms for key, ms in table.items() if key.startswith("torch ")), default=None)
+    theirs = table.get(f"openvino {default}")
+    faster = f"{ours / theirs:.1f}x faster on this kind of CPU" if ours and theirs else "faster"
+    return f"OpenVINO would run it {faster}: pip install 'hyperseg[openvino]'"
+
+
+def _build(model: nn.Module, runtime: str, precision: str, device: Any, calibration: Optional[str],
+           calibration_count: int, shapes: str) -> Runtime:
     if runtime == "eager":
         return EagerRuntime(model, device=device, precision=precision)
     if runtime == "torch":
         return TorchRuntime(model, device=device, precision=precision)
     return ConvertedRuntime(model, runtime, precision=precision, calibration=calibration,
                             calibration_count=calibration_count, shapes=shapes)
+
+
+def _choose(model: nn.Module, runtime: str, device: Any, calibration: Optional[str], shapes: str) -> PrecisionChoice:
+    """``auto``'s precision for ``model`` in ``runtime``: from its record's evidence, or, for weights
+    without one, from their labels' agreement with fp32 on the sample images (measured once, cached)."""
+    meta = getattr(model, "meta", {}) or {}
+    builtin = bool(meta.get("weights")) and meta.get("precision_miou") is not None
+
+    def agreement(precision: str) -> float:
+        from .cache import cache_dir, weights_digest
+        from .precision import cached_agreement, label_agreement
+
+        key = {"weights": weights_digest(model), "runtime": runtime, "precision": precision, "cpu": cpu_kind(),
+               "versions": _versions()}
+        return cached_agreement(cache_dir() / "hyperseg-precision", key, lambda: label_agreement(
+            _build(model, runtime, "fp32", device, None, 1, shapes),
+            _build(model, runtime, precision, device, None, 1, shapes), SAMPLE_IMAGES))
+
+    device_type = resolve_device(device).type
+    # int8 needs images to calibrate on, and onnxruntime's quantiser to make the file
+    can_quantise = (builtin or calibration is not None) and importlib.util.find_spec("onnxruntime") is not None
+    return choose_precision(meta, runtime, device_type=device_type, has_calibration=can_quantise,
+                            agreement=agreement)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata
+
+    found = {}
+    for package in ("torch", "onnxruntime", "openvino"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found

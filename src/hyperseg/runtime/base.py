@@ -151,6 +151,19 @@ class Runtime:
     def describe(self) -> str:
         return f"{self.name} {self.precision}"
 
+    # set by load_runtime when --precision auto chose the precision: what it took, and why
+    precision_choice: Any = None
+
+    # set by load_runtime when a faster runtime than the one it took is a pip install away
+    advice: Any = None
+
+    def statement(self) -> str:
+        """One line for the user: the runtime, why its precision when ``auto`` chose it, and how to
+        get a faster path when one is missing."""
+        choice = self.precision_choice
+        return (self.describe() + (f"; precision auto: {choice.reason}" if choice is not None else "")
+                + (f"; {self.advice}" if self.advice else ""))
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
 

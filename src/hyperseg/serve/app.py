@@ -247,6 +247,8 @@ def _model_info(pool: InferencePool, source: str, max_upload_mb: float, max_mega
         "input_size": meta.get("input_size"),
         "mean": runtime.mean, "std": runtime.std,
         "runtime": runtime.name, "precision": runtime.precision,
+        # why this precision, when --precision auto chose it (null when it was given)
+        "precision_reason": getattr(runtime.precision_choice, "reason", None),
         "val_miou": None if miou is None else round(float(miou) * 100, 2),  # percent, as the CLI prints it
         "val_split": meta.get("val_split"),
         "val_in_training": meta.get("val_in_training"),

@@ -17,7 +17,8 @@ async function loadModel() {
       const miou = model.val_miou === null ? "" :
         `, val mIoU ${model.val_miou.toFixed(2)}${model.val_in_training ? " (fit: trained on val)" : ""}`;
       $("model-info").textContent =
-        `${model.name}: ${model.classes.length} classes${miou}; ${model.runtime} ${model.precision}`;
+        `${model.name}: ${model.classes.length} classes${miou}; ${model.runtime} ${model.precision}` +
+        (model.precision_reason ? ` (auto: ${model.precision_reason})` : "");
       return;
     }
     await new Promise((resolve) => setTimeout(resolve, 1000));  // 503 while it loads
