@@ -69,7 +69,7 @@ def test_prepared_model_equals_eager_in_float64(name):
 
 def test_torch_runtime_matches_model_and_rejects_int8():
     model = hyperseg.load_model("camvid")
-    runtime = load_runtime(model, runtime="torch")
+    runtime = load_runtime(model, runtime="torch", precision="fp32")
     x = _normalised(_image(), runtime.meta)
     with torch.no_grad():
         expected = model(x)
@@ -144,7 +144,7 @@ def test_predictor_and_eval_accept_onnx(camvid_onnx, camvid_root):
     from hyperseg.data import build_dataset
     from hyperseg.engine.evaluate import evaluate
 
-    torch_pred = Predictor("camvid", runtime="torch")
+    torch_pred = Predictor("camvid", runtime="torch", precision="fp32")
     onnx_pred = Predictor(str(camvid_onnx), runtime="onnxruntime")
     assert onnx_pred.class_names == torch_pred.class_names
     img = _image()
@@ -180,7 +180,7 @@ def test_int8_export_is_checked_calibrated_and_close(tmp_path):
     meta = read_onnx_meta(out)
     assert meta["precision"] == "int8" and meta["calibration"]["images"] == len(SAMPLES)
     img = _image((128, 160))
-    fp32 = Predictor("camvid", runtime="torch")(img)
+    fp32 = Predictor("camvid", runtime="torch", precision="fp32")(img)
     int8 = Predictor(str(out), runtime="onnxruntime")(img)
     assert (int8 == fp32).mean() > 0.9
     with pytest.raises(HypersegError, match="int8 model"):
@@ -228,7 +228,7 @@ def test_dynamic_int8_calibrates_on_mixed_sizes(camvid_dynamic_onnx, tmp_path, c
     out = quantize_onnx(camvid_dynamic_onnx, tmp_path / "int8.onnx", calib, count=3)
     assert read_onnx_meta(out)["precision"] == "int8"
     img = _image((150, 200))
-    fp32 = Predictor("camvid", runtime="torch")(img)
+    fp32 = Predictor("camvid", runtime="torch", precision="fp32")(img)
     int8 = Predictor(str(out), runtime="onnxruntime")(img)
     assert (int8 == fp32).mean() > 0.9
 
