@@ -13,8 +13,8 @@ process: in one process they disturb each other's timings.
 Candidates cover the encoder (EfficientNet-Lite0/1/2), the number of decoder levels (5 ends at
 stride 2, 4 at stride 4, 3 at stride 8) and their widths, the weight groups, the size the network
 sees the image at (``@0.75``: the image is resized by 0.75 and the logits resized back), and, with
-the runtimes, int8. Peers are torchvision's LRASPP and DeepLabV3 on MobileNetV3-Large and SMP's
-FPN and Linknet on the same Lite encoders. Prints a Markdown table (time relative to ``camvid``,
+the runtimes, int8. Peers are torchvision's LRASPP and DeepLabV3 on MobileNetV3-Large, DDRNet-23-slim
+(``ddrnet.py``), and SMP's FPN and Linknet on the same Lite encoders. Prints a Markdown table (time relative to ``camvid``,
 the shipped architecture, in its fastest runtime) and writes the JSON given with ``--json``.
 """
 from __future__ import annotations
@@ -82,6 +82,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "lite0_5lv@0.8+fp": _hyperseg("lite0", 5, 0.8, padding="features"),
     "lite0_4lv_wide@0.8+fp": _hyperseg("lite0", 4, 0.8, padding="features", channels=(128, 64, 32, 16)),
     "peer:lraspp_mobilenet_v3_large": {"family": "torchvision", "builder": "lraspp_mobilenet_v3_large"},
+    "peer:ddrnet23_slim": {"family": "ddrnet"},
     "peer:deeplabv3_mobilenet_v3_large": {"family": "torchvision", "builder": "deeplabv3_mobilenet_v3_large"},
     "peer:smp_fpn_lite0": {"family": "smp", "arch": "FPN", "encoder": "tu-tf_efficientnet_lite0"},
     "peer:smp_linknet_lite0": {"family": "smp", "arch": "Linknet", "encoder": "tu-tf_efficientnet_lite0"},
@@ -116,6 +117,14 @@ def build(name: str) -> nn.Module:
     torch.manual_seed(0)
     if spec["family"] == "torchvision":
         return TorchvisionPeer(spec["builder"]).eval()
+    if spec["family"] == "ddrnet":
+        from ddrnet import DDRNet23Slim  # benchmarks/ is the script's folder, first on sys.path
+
+        model = DDRNet23Slim(NUM_CLASSES).eval()
+        model.num_classes = NUM_CLASSES
+        model.meta = {"architecture": "ddrnet23_slim", "class_names": [str(i) for i in range(NUM_CLASSES)],
+                      "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+        return model
     if spec["family"] == "smp":
         return create_model(f"smp:{spec['arch']}", num_classes=NUM_CLASSES, encoder_name=spec["encoder"]).eval()
     model = create_model("hyperseg", num_classes=NUM_CLASSES, **spec["options"]).eval()

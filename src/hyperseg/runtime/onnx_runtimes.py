@@ -176,7 +176,6 @@ class OnnxRuntimeRuntime(_OnnxFileRuntime):
         return self.session.run(None, {self.input_name: x})[0]
 
 
-@functools.cache
 def openvino_core() -> Any:
     """The process's one OpenVINO Core, kept until exit.
 
@@ -184,7 +183,12 @@ def openvino_core() -> Any:
     unmaps it and restores the stack that was there before. Two Cores freed in the order they were made
     leave the thread pointing at unmapped memory, and its next signal (Ctrl-C) kills the process with
     SIGSEGV. One Core that never goes cannot do that."""
-    return OpenVinoRuntime.import_module().Core()
+    return _shared_core(OpenVinoRuntime.import_module())  # the import first: a missing extra names itself
+
+
+@functools.cache
+def _shared_core(ov: Any) -> Any:
+    return ov.Core()
 
 
 def require_openvino_bf16(core: Any) -> None:
