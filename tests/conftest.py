@@ -1,4 +1,6 @@
+import contextlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -68,6 +70,45 @@ def tiny_camvid(tmp_path_factory):
             Image.fromarray(image).save(root / split / f"{i:03d}.png")
             Image.fromarray(label).save(root / f"{split}annot" / f"{i:03d}.png")
     return root
+
+
+class FileOpens:
+    """The files this process opens while :meth:`watch` is on, from the interpreter's "open" audit
+    event: builtins.open, io.open and os.open raise it, and so does everything built on them
+    (tempfile, Pillow, torch.load, Starlette's spooled uploads), whatever module imported them how."""
+
+    _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+
+    def __init__(self) -> None:
+        self.on = False
+        self.events: list = []
+        sys.addaudithook(self._hook)  # a hook cannot be removed: it records only while `on`
+
+    def _hook(self, event: str, args: tuple) -> None:
+        if self.on and event == "open":
+            self.events.append(args[:3])  # (path or fd, mode string or None, os flags)
+
+    @contextlib.contextmanager
+    def watch(self):
+        self.events = []
+        self.on = True
+        try:
+            yield self
+        finally:
+            self.on = False
+
+    def paths(self) -> list:
+        return [path for path, _, _ in self.events]
+
+    def writes(self) -> list:
+        """(path, mode, flags) of the opens that may write, create or truncate a file."""
+        return [(path, mode, flags) for path, mode, flags in self.events
+                if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (flags or 0) & self._WRITE_FLAGS]
+
+
+@pytest.fixture(scope="session")
+def file_opens() -> FileOpens:
+    return FileOpens()
 
 
 def system_chromium() -> str:

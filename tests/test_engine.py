@@ -199,8 +199,13 @@ def test_tta_flip_and_sliding_window():
         torch.testing.assert_close(predict_logits(_Columns(), x, flip=True), expected)
         # windows of a pointwise model tile back to the full-image result
         torch.testing.assert_close(predict_logits(pointwise, x, window=[8, 12], stride=[5, 7]), pointwise(x))
-        multi = predict_logits(pointwise, x, scales=[1.0, 0.5])
-        assert multi.shape == (1, 4, 20, 30)
+        # a pointwise model commutes with resizing (bilinear weights sum to 1, so the bias passes too):
+        # the half-scale pass is the model on the input taken down to 10x15 and back up
+        down_up = F.interpolate(F.interpolate(x, size=(10, 15), mode="bilinear", align_corners=False),
+                                size=(20, 30), mode="bilinear", align_corners=False)
+        assert (down_up - x).abs().max() > 0.5  # the half scale is seen: its pass differs from the full one
+        expected = (pointwise(x).softmax(1) + pointwise(down_up).softmax(1)) / 2
+        torch.testing.assert_close(predict_logits(pointwise, x, scales=[1.0, 0.5]), expected)
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))

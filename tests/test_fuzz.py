@@ -53,6 +53,37 @@ def image_bytes(draw) -> bytes:
     return data
 
 
+@st.composite
+def valid_image(draw):
+    """A whole image file in a mode ``read_image`` supports, and the RGB array it must read as (from
+    the pixels it was made of; None where the format is lossy), with its (height, width)."""
+    mode, formats = draw(st.sampled_from([(m, f) for m, f in _MODES if m != "F"]))
+    fmt = draw(st.sampled_from(formats))
+    h, w = draw(st.integers(1, 72)), draw(st.integers(1, 72))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    if mode in ("I;16", "I"):  # 16-bit values, 32-bit integer storage for "I": scaled by the full 16-bit range
+        values = rng.integers(0, 2**16, (h, w))
+        img = Image.fromarray(values.astype(np.uint16) if mode == "I;16" else values.astype(np.int32))
+        expected = np.repeat(((510 * values + 65535) // 131070).astype(np.uint8)[..., None], 3, axis=2)
+    elif mode == "P":
+        indices, palette = rng.integers(0, 256, (h, w), dtype=np.uint8), rng.integers(0, 256, (256, 3), dtype=np.uint8)
+        img = Image.fromarray(indices, "P")
+        img.putpalette(palette.ravel().tolist())
+        expected = palette[indices]
+    elif mode == "1":
+        bits = rng.integers(0, 2, (h, w)).astype(bool)
+        img, expected = Image.fromarray(bits), np.repeat(bits[..., None] * np.uint8(255), 3, axis=2)
+    else:
+        channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4}[mode]
+        pixels = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
+        img = Image.frombytes(mode, (w, h), pixels.tobytes())
+        expected = None if mode == "CMYK" else np.repeat(pixels[..., :1], 3, axis=2) if channels <= 2 else pixels[..., :3]
+    assert img.mode == mode
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **({"lossless": True, "exact": True} if fmt == "WEBP" else {}))
+    return buffer.getvalue(), None if fmt == "JPEG" else expected, (h, w)
+
+
 def _only_our_errors(call):
     try:
         return call()
@@ -72,6 +103,19 @@ def test_read_image_returns_rgb_or_our_error(data):
 
 
 @FUZZ
+@given(case=valid_image())
+def test_read_image_reads_every_whole_file_in_a_supported_mode(case):
+    data, expected, (h, w) = case
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.png"  # the suffix says nothing: Pillow reads the bytes
+        path.write_bytes(data)
+        image = read_image(path)
+    assert image.dtype == np.uint8 and image.shape == (h, w, 3)
+    if expected is not None:
+        np.testing.assert_array_equal(image, expected)
+
+
+@FUZZ
 @given(image=image_bytes(), label=image_bytes())
 def test_dataset_loaders_return_pairs_or_our_error(image, label):
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,6 +128,23 @@ def test_dataset_loaders_return_pairs_or_our_error(image, label):
         if pair is not None:
             img, lbl = pair
             assert img.shape[0] == 3 and tuple(img.shape[1:]) == tuple(lbl.shape)
+
+
+@FUZZ
+@given(case=valid_image(), seed=st.integers(0, 2**16))
+def test_dataset_loaders_read_every_whole_pair(case, seed):
+    data, expected, (h, w) = case
+    label = np.random.default_rng(seed).choice(np.array([*range(11), 255], np.uint8), (h, w))  # 255: ignore
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for folder in ("train", "trainannot"):
+            (root / folder).mkdir()
+        (root / "train" / "x.png").write_bytes(data)
+        Image.fromarray(label).save(root / "trainannot" / "x.png")
+        img, lbl = build_dataset("camvid", root, "train").load(0)
+    assert tuple(img.shape) == (3, h, w) and np.array_equal(lbl.numpy(), label)
+    if expected is not None:
+        np.testing.assert_array_equal(img.permute(1, 2, 0).numpy(), expected)
 
 
 @pytest.fixture(scope="module")

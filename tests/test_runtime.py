@@ -366,7 +366,9 @@ def test_int8_val_miou_within_half_a_point(tmp_path, camvid_root):
     metrics = tmp_path / "m.json"
     assert cli_main(["eval", str(out), "--data", str(camvid_root), "--runtime", "onnxruntime", "--workers", "0",
                      "--out", str(metrics)]) == 0
-    assert abs(json.loads(metrics.read_text())["miou"] - fp32) <= 0.005
+    written = json.loads(metrics.read_text())
+    assert written["unit"] == "percent" and 0 < fp32 < 1  # the JSON is in percent, the record a fraction
+    assert abs(written["miou"] / 100 - fp32) <= 0.005
 
 
 def test_export_refuses_to_overwrite(tmp_path, capsys):

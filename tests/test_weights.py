@@ -1,5 +1,7 @@
 """Weights as data: records agree with their files, list reads records only, users register their own."""
 import hashlib
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,14 +19,17 @@ def isolated_registry(monkeypatch):
     monkeypatch.setattr(pretrained, "_REGISTRY", dict(pretrained._REGISTRY))
 
 
-def test_list_reads_records_without_opening_weights(monkeypatch, capsys):
-    def refuse(*args, **kwargs):
-        raise AssertionError("hyperseg list opened a weights file")
+def test_list_reads_records_without_opening_weights(file_opens, capsys):
+    def opened() -> set:
+        return {Path(os.fsdecode(p)).resolve() for p in file_opens.paths() if not isinstance(p, int)}
 
-    monkeypatch.setattr(torch, "load", refuse)
-    monkeypatch.setattr(checkpoint, "_read_checkpoint", refuse)
-    monkeypatch.setattr(pretrained, "file_sha256", refuse)  # checksums read files with plain open()
-    assert cli_main(["list"]) == 0
+    weights_files = {get_weights(name).path.resolve() for name in list_weights()}
+    with file_opens.watch():
+        get_weights("camvid").verified_path()
+    assert get_weights("camvid").path.resolve() in opened()  # the guard sees a checksum's plain open()
+    with file_opens.watch():  # every open: torch.load's, a checksum's, anything else's
+        assert cli_main(["list"]) == 0
+    assert sorted(opened() & weights_files) == []  # the weights files hyperseg list opened
     out = capsys.readouterr().out
     # the latency shown is the record's for the path --precision auto takes on this kind of CPU
     from hyperseg.runtime import installed_runtimes
