@@ -192,8 +192,11 @@ def _spawn(args: argparse.Namespace, runtime: str) -> list[dict[str, Any]]:
     if args.calibration:
         cmd += ["--calibration", args.calibration]
     done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{runtime}: the child process failed:\n{done.stderr[-3000:]}")
+    if done.returncode != 0:  # e.g. a runtime's compiler crashing on one candidate: the other runtimes still run
+        reason = f"the {runtime} child process ended with status {done.returncode}"
+        print(f"{reason}:\n{done.stderr[-3000:]}", file=sys.stderr)
+        name, precision = runtime.split(":")
+        return [{"candidate": c, "runtime": name, "precision": precision, "skipped": reason} for c in args.only]
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 

@@ -14,7 +14,7 @@ from ..data.io import DataError
 from ..data.transforms import EvalTransform
 from ..errors import HypersegError
 from ..model.hyperseg import MIN_INPUT_SIZE
-from .inference import check_test_time_options, predict_logits
+from .inference import check_test_time_options, predict_labels, predict_logits
 from .metrics import ConfusionMatrix
 
 __all__ = ["evaluate", "check_classes"]
@@ -92,11 +92,15 @@ def evaluate(model: nn.Module, dataset, *, mean: Optional[Sequence[float]] = Non
         if resize is not None:
             image = F.interpolate(image, size=tuple(resize), mode="bilinear", align_corners=False)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = predict_logits(model, image, flip=flip, scales=scales, window=window, stride=stride)
-        logits = logits[:, :scored]
-        if logits.shape[-2:] != label.shape[-2:]:
-            logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
-        cm.update(logits.max(1).indices.cpu(), label)  # max().indices: argmax's labels, much faster on NCHW
+            if resize is None and scored == model.num_classes:  # the labels of predict, by the same path
+                prediction = predict_labels(model, image, flip=flip, scales=scales, window=window, stride=stride)
+            else:
+                logits = predict_logits(model, image, flip=flip, scales=scales, window=window, stride=stride)
+                logits = logits[:, :scored]
+                if logits.shape[-2:] != label.shape[-2:]:
+                    logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+                prediction = logits.max(1).indices  # max().indices: argmax's labels, much faster on NCHW
+        cm.update(prediction.cpu(), label)
     cm.all_reduce()
     model.train(was_training)
     result = cm.compute(dataset.classes)

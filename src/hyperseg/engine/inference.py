@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import HypersegError
-from ..runtime.base import run_guarded, scaled_size
+from ..runtime.base import Runtime, run_guarded, scaled_size
+from ..runtime.labels import resized_labels
 
-__all__ = ["predict_logits", "check_test_time_options", "input_scale", "model_input_size", "limited_size"]
+__all__ = ["predict_logits", "predict_labels", "check_test_time_options", "input_scale", "model_input_size", "limited_size"]
 
 MAX_SCALE = 8.0
 
@@ -91,15 +92,37 @@ def predict_logits(model: nn.Module, x: Tensor, *, flip: bool = False, scales: S
                                                      stride=stride, out_size=out_size), x)
 
 
+def predict_labels(model: nn.Module, x: Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,),
+                   window: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
+                   out_size: Optional[Sequence[int]] = None) -> Tensor:
+    """(B, H, W) labels: the argmax of :func:`predict_logits`, with the same arguments. A single pass
+    never materialises the resized logits: a runtime computes its labels itself
+    (:meth:`~hyperseg.runtime.Runtime.labels`), a module's go through
+    :func:`~hyperseg.runtime.labels.resized_labels`."""
+    if flip or tuple(scales) != (1.0,) or window is not None:
+        return predict_logits(model, x, flip=flip, scales=scales, window=window, stride=stride,
+                              out_size=out_size).max(1).indices  # max().indices: argmax's labels, faster on NCHW
+    x, size = _to_seen_size(model, x, out_size)
+    if isinstance(model, Runtime):
+        return run_guarded(lambda batch: model.labels(batch, size), x)
+    return run_guarded(lambda batch: resized_labels(model(batch), size), x)
+
+
+def _to_seen_size(model: nn.Module, x: Tensor, out_size: Optional[Sequence[int]]) -> tuple[Tensor, tuple[int, int]]:
+    """The batch at the size the model sees it, and the size its output comes back at."""
+    if out_size is not None:
+        return x, (int(out_size[0]), int(out_size[1]))  # the caller resized it already
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    seen = model_input_size(model, size)
+    if seen != size:  # antialiased, like the training transform's downscaling
+        x = F.interpolate(x, size=seen, mode="bilinear", align_corners=False, antialias=input_scale(model) < 1)
+    return x, size
+
+
 def _predict_logits(model: nn.Module, x: Tensor, *, flip: bool, scales: Sequence[float],
                     window: Optional[Sequence[int]], stride: Optional[Sequence[int]],
                     out_size: Optional[Sequence[int]]) -> Tensor:
-    if out_size is None:
-        out_size = tuple(x.shape[-2:])
-        seen = model_input_size(model, out_size)
-        if seen != out_size:  # antialiased, like the training transform's downscaling
-            x = F.interpolate(x, size=seen, mode="bilinear", align_corners=False, antialias=input_scale(model) < 1)
-    h, w = out_size
+    x, (h, w) = _to_seen_size(model, x, out_size)
     num_classes = model.num_classes if hasattr(model, "num_classes") else model.module.num_classes
     total: Optional[Tensor] = None
     runs = 0

@@ -24,7 +24,7 @@ from ..errors import HypersegError, OutputExistsError, ResourceError, require
 from ..runtime import Runtime, load_runtime
 from ..model.hyperseg import MIN_INPUT_SIZE
 from ..pretrained import DEFAULT_MODEL
-from .inference import check_test_time_options, model_input_size, predict_logits
+from .inference import check_test_time_options, model_input_size, predict_labels
 
 __all__ = ["Predictor", "collect_inputs", "output_names", "VIDEO_EXTENSIONS", "DEFAULT_MODEL", "DEFAULT_MAX_SIZE"]
 
@@ -206,10 +206,8 @@ class Predictor:
         # the image goes to the size the model sees in one resize: max_size and the model's input scale
         seen = model_input_size(self.runtime, out)
         x = torch.cat([self._normalised(a, seen) for a in arrays])  # (B, 3, h, w)
-        logits = predict_logits(self.runtime, x.to(self.device), flip=self.flip, scales=self.scales,
-                                window=self.window, out_size=out)
-        # max().indices rather than argmax(): same labels, ~10x faster over the class dim of NCHW on CPU
-        labels = logits.max(1).indices.to(torch.uint8).cpu().numpy()  # (B, h, w)
+        labels = predict_labels(self.runtime, x.to(self.device), flip=self.flip, scales=self.scales,
+                                window=self.window, out_size=out).to(torch.uint8).cpu().numpy()  # (B, h, w)
         if labels.shape[1:] != size:  # segmented smaller: labels back to the image's size
             return [np.asarray(Image.fromarray(lab).resize((size[1], size[0]), Image.NEAREST)) for lab in labels]
         return list(labels)

@@ -148,6 +148,13 @@ class Runtime:
         """One image (1, 3, H, W) -> logits (1, C, H, W)."""
         raise NotImplementedError
 
+    def labels(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        """(B, 3, h, w) normalised float -> (B, H, W) labels of the logits resized bilinearly to
+        ``size``: what a single pass of prediction returns (uint8 when the classes fit in it)."""
+        from .labels import resized_labels
+
+        return resized_labels(self(x), size)
+
     def describe(self) -> str:
         return f"{self.name} {self.precision}"
 

@@ -20,6 +20,7 @@ from ..meta_schema import MAX_SIDE, check_model_meta
 from ..model import HyperSeg
 from .base import Runtime, fit_input, padded_size, restore_output
 from .cache import cache_dir, cache_lock, cached_onnx, check_cache_settings, openvino_cache_dir, size_label
+from .labels import label_graph
 from .onnx_export import read_onnx_meta, read_onnx_proto
 from .torch_runtime import runtime_meta
 
@@ -125,6 +126,7 @@ class _OnnxFileRuntime(Runtime):
         size = meta.get("input_size")
         self.input_size = (int(size[0]), int(size[1])) if size else None
         self.size_multiple = tuple(meta.get("size_multiple") or (32, 32))
+        self.label_graphs: "OrderedDict[Any, Any]" = OrderedDict()  # least recently used first
 
     def infer(self, x: Tensor) -> Tensor:
         size = tuple(x.shape[-2:])
@@ -136,6 +138,34 @@ class _OnnxFileRuntime(Runtime):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """The bare model: (1, 3, h, w) float32 at the accepted size -> logits."""
+        raise NotImplementedError
+
+    def labels(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        """Labels computed by the runtime itself, the model's graph extended by
+        :func:`~hyperseg.runtime.labels.label_graph`, one compiled graph per input and output size."""
+        in_size = tuple(x.shape[-2:])
+        fitted, how = fit_input(x.cpu().float(), self.input_size or padded_size(in_size, self.size_multiple))
+        if how == "resize":  # a fixed-size file smaller than the image: its logits are resized back first
+            return super().labels(x, size)
+        crop = in_size if how == "pad" else None
+        batch = np.ascontiguousarray(fitted.numpy(), dtype=np.float32)
+        out = [self.run_labels(batch[i : i + 1], crop, (int(size[0]), int(size[1]))) for i in range(len(batch))]
+        return torch.from_numpy(np.concatenate(out))
+
+    def run_labels(self, x: np.ndarray, crop: Optional[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:
+        """(1, 3, h, w) float32 at the accepted size -> (1, H, W) labels; see :meth:`labels`."""
+        key = (tuple(x.shape), crop, size)
+        if key in self.label_graphs:
+            self.label_graphs.move_to_end(key)
+        else:
+            self.label_graphs[key] = self.compile_labels(label_graph(self.path, crop, size, self.num_classes), x.shape)
+            _keep_newest(self.label_graphs)
+        return self.run_label_graph(self.label_graphs[key], x)
+
+    def compile_labels(self, graph: bytes, shape: tuple[int, ...]) -> Any:
+        raise NotImplementedError
+
+    def run_label_graph(self, compiled: Any, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -171,6 +201,14 @@ class OnnxRuntimeRuntime(_OnnxFileRuntime):
         except Exception as exc:
             raise HypersegError(f"{path}: onnxruntime cannot load it: {str(exc).splitlines()[0][:200]}") from None
         self.input_name = self.session.get_inputs()[0].name
+        self.session_args = (options, providers)
+
+    def compile_labels(self, graph: bytes, shape: tuple[int, ...]) -> Any:
+        options, providers = self.session_args
+        return self.import_module().InferenceSession(graph, options, providers=providers)
+
+    def run_label_graph(self, compiled: Any, x: np.ndarray) -> np.ndarray:
+        return compiled.run(None, {self.input_name: x})[0]
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
@@ -241,6 +279,16 @@ class OpenVinoRuntime(_OnnxFileRuntime):
 
     def _compile(self, graph: Any) -> Any:
         return self.core.compile_model(graph, "CPU", self.config).create_infer_request()
+
+    def compile_labels(self, graph: bytes, shape: tuple[int, ...]) -> Any:
+        model = self.core.read_model(graph)
+        if self.dynamic:
+            model.reshape({model.input(0).get_any_name(): list(shape)})
+        return self._compile(model)
+
+    def run_label_graph(self, compiled: Any, x: np.ndarray) -> np.ndarray:
+        compiled.infer({0: x})
+        return compiled.get_output_tensor(0).data.copy()
 
     def run(self, x: np.ndarray) -> np.ndarray:
         key = tuple(x.shape) if self.dynamic else ()
@@ -325,6 +373,9 @@ class ConvertedRuntime(Runtime):
 
     def infer(self, x: Tensor) -> Tensor:
         return self.engine(tuple(x.shape[-2:])).infer(x)
+
+    def labels(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        return self.engine(tuple(x.shape[-2:])).labels(x, size)
 
     def describe(self) -> str:
         shapes = "one file per input size" if self.shapes == "static" else "one file for every size"
