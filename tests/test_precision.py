@@ -130,13 +130,14 @@ def test_label_agreement_counts_the_pixels_that_agree(tmp_path):
     class Fixed:
         """A 'runtime' whose logits put class 1 where the mask is set (independent of the image)."""
 
-        mean, std = [0.5] * 3, [0.5] * 3
+        mean, std, meta = [0.5] * 3, [0.5] * 3, {}
 
         def __init__(self, mask):
             self.mask = torch.as_tensor(mask)
 
-        def __call__(self, x):
-            return torch.stack([~self.mask, self.mask]).float().unsqueeze(0)
+        def labels(self, x, size):
+            assert tuple(x.shape[-2:]) == tuple(size) == self.mask.shape
+            return self.mask.long().unsqueeze(0)
 
     Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "a.png")
     a = np.zeros((4, 5), bool)

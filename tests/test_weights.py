@@ -40,7 +40,7 @@ def test_list_reads_records_without_opening_weights(file_opens, capsys):
     runtime = installed_runtimes()[0]
     path = f"{runtime} {choose_precision(metrics, runtime, cpu=kind, has_calibration=True).precision}"
     assert (f"camvid  (built-in weights of hyperseg, 11 classes, val mIoU 87.65 on camvid:val (trained on it: a fit, "
-            f"not an estimate), {metrics['latency_ms'][kind][path]:g} ms at 480x360 ({path}, the default path on a "
+            f"not an estimate), {metrics['latency_ms'][kind][path]:.1f} ms at 480x360 ({path}, the default path on a "
             f"CPU with {CPU_KINDS[kind]}))") in out
     assert out.count("measured on:") == len({k for w in list_weights() for k in get_weights(w).metrics["latency_ms"]
                                             if k == kind})

