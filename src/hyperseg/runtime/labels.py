@@ -80,8 +80,8 @@ def resized_labels(logits: Tensor, size: tuple[int, int]) -> Tensor:
 
 def label_graph(path: Path, crop: Optional[tuple[int, int]], size: tuple[int, int], num_classes: int) -> bytes:
     """The ONNX file at ``path`` with its logits cropped to ``crop`` (H, W; ``None``: no padding to
-    remove), resized bilinearly to ``size`` and reduced to labels: the serialised model, whose one
-    output :data:`LABELS_OUTPUT` is (B, H, W), uint8 when the classes fit in it."""
+    remove), resized bilinearly to ``size`` and reduced to labels: the serialised model. Its outputs
+    are the labels (B, H, W), uint8 when the classes fit in it, the logits' shape, and their sum."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -104,9 +104,16 @@ def label_graph(path: Path, crop: Optional[tuple[int, int]], size: tuple[int, in
     small = num_classes < BOUNDARY
     nodes.append(helper.make_node("Cast", ["label_head_index"], [LABELS_OUTPUT],
                                   to=TensorProto.UINT8 if small else TensorProto.INT64))
+    # what the caller checks the logits by without receiving them: their shape, and a sum that is
+    # finite only when every logit is
+    nodes.append(helper.make_node("Shape", [graph.output[0].name], ["label_head_logits_shape"]))
+    nodes.append(helper.make_node("ReduceSum", [graph.output[0].name], ["label_head_logits_sum"], keepdims=0))
     graph.initializer.extend(helper.make_tensor(name, TensorProto.INT64, [len(v)], v) for name, v in consts.items())
     graph.node.extend(nodes)
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(LABELS_OUTPUT, TensorProto.UINT8 if small else TensorProto.INT64,
-                                                      None))
+    graph.output.extend([
+        helper.make_tensor_value_info(LABELS_OUTPUT, TensorProto.UINT8 if small else TensorProto.INT64, None),
+        helper.make_tensor_value_info("label_head_logits_shape", TensorProto.INT64, [4]),
+        helper.make_tensor_value_info("label_head_logits_sum", TensorProto.FLOAT, []),
+    ])
     return model.SerializeToString()

@@ -80,12 +80,16 @@ def check_graph(path: Path, meta: dict[str, Any], graph: Any = None) -> None:
 
 def check_logits(logits: np.ndarray, batch: int, num_classes: int, path: Path) -> np.ndarray:
     """Refuse an output that is not finite (N, num_classes, H, W) logits for the batch that went in."""
-    if logits.ndim != 4 or logits.shape[0] != batch or logits.shape[1] != num_classes:
-        raise HypersegError(f"{path}: the model returned shape {tuple(logits.shape)}; expected logits "
-                            f"({batch}, {num_classes}, H, W)")
-    if not np.isfinite(logits).all():
-        raise HypersegError(f"{path}: the model returned NaN or infinite logits")
+    check_logits_summary(tuple(logits.shape), bool(np.isfinite(logits).all()), batch, num_classes, path)
     return logits
+
+
+def check_logits_summary(shape: tuple[int, ...], finite: bool, batch: int, num_classes: int, path: Path) -> None:
+    """:func:`check_logits` from the logits' shape and whether they are all finite."""
+    if len(shape) != 4 or shape[0] != batch or shape[1] != num_classes:
+        raise HypersegError(f"{path}: the model returned shape {shape}; expected logits ({batch}, {num_classes}, H, W)")
+    if not finite:
+        raise HypersegError(f"{path}: the model returned NaN or infinite logits")
 
 
 def _check_precision(path: Path, stored: str, requested: Optional[str], allowed: tuple[str, ...], runtime: str) -> str:
@@ -160,12 +164,16 @@ class _OnnxFileRuntime(Runtime):
         else:
             self.label_graphs[key] = self.compile_labels(label_graph(self.path, crop, size, self.num_classes), x.shape)
             _keep_newest(self.label_graphs)
-        return self.run_label_graph(self.label_graphs[key], x)
+        labels, shape, total = self.run_label_graph(self.label_graphs[key], x)
+        check_logits_summary(tuple(int(v) for v in shape), bool(np.isfinite(total)), x.shape[0], self.num_classes,
+                             self.path)
+        return labels
 
     def compile_labels(self, graph: bytes, shape: tuple[int, ...]) -> Any:
         raise NotImplementedError
 
-    def run_label_graph(self, compiled: Any, x: np.ndarray) -> np.ndarray:
+    def run_label_graph(self, compiled: Any, x: np.ndarray) -> list[np.ndarray]:
+        """The compiled label graph's outputs for ``x``: labels, the logits' shape, their sum."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -207,8 +215,8 @@ class OnnxRuntimeRuntime(_OnnxFileRuntime):
         options, providers = self.session_args
         return self.import_module().InferenceSession(graph, options, providers=providers)
 
-    def run_label_graph(self, compiled: Any, x: np.ndarray) -> np.ndarray:
-        return compiled.run(None, {self.input_name: x})[0]
+    def run_label_graph(self, compiled: Any, x: np.ndarray) -> list[np.ndarray]:
+        return compiled.run(None, {self.input_name: x})
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
@@ -286,9 +294,9 @@ class OpenVinoRuntime(_OnnxFileRuntime):
             model.reshape({model.input(0).get_any_name(): list(shape)})
         return self._compile(model)
 
-    def run_label_graph(self, compiled: Any, x: np.ndarray) -> np.ndarray:
+    def run_label_graph(self, compiled: Any, x: np.ndarray) -> list[np.ndarray]:
         compiled.infer({0: x})
-        return compiled.get_output_tensor(0).data.copy()
+        return [compiled.get_output_tensor(i).data.copy() for i in range(3)]
 
     def run(self, x: np.ndarray) -> np.ndarray:
         key = tuple(x.shape) if self.dynamic else ()
