@@ -51,8 +51,9 @@ def _hyperseg(encoder: str, levels: int = 5, scale: float = 1.0, padding: str = 
 
 
 # name -> how to build it; "camvid" is the shipped architecture and the reference for ratios.
+# "lite0_4lv@0.8+fp" is the shipped fast architecture (camvid_fast), by name.
 CANDIDATES: dict[str, dict[str, Any]] = {
-    "camvid": _hyperseg("lite2"),
+    "camvid": {"family": "registered", "name": "hyperseg_lite2_camvid"},
     "lite1_5lv": _hyperseg("lite1"),
     "lite0_5lv": _hyperseg("lite0"),
     "lite2_4lv": _hyperseg("lite2", 4),
@@ -75,7 +76,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # "+fp": context_padding="features", the image padded to multiples of 32 only (288x384 stays
     # 288x384; 360x480 becomes 384x480 rather than 384x512), the head's input map to its multiple
     "camvid+fp": _hyperseg("lite2", padding="features"),
-    "lite0_4lv@0.8+fp": _hyperseg("lite0", 4, 0.8, padding="features"),
+    "lite0_4lv@0.8+fp": {"family": "registered", "name": "hyperseg_lite0_fast_camvid", "scale": 0.8},  # camvid_fast
     "lite0_4lv@0.75+fp": _hyperseg("lite0", 4, 0.75, padding="features"),
     "lite0_4lv+fp": _hyperseg("lite0", 4, padding="features"),
     # more resolution for the thin classes at the fast scale: stride 2 output, or wider decoder levels
@@ -125,6 +126,8 @@ def build(name: str) -> nn.Module:
         model.meta = {"architecture": "ddrnet23_slim", "class_names": [str(i) for i in range(NUM_CLASSES)],
                       "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
         return model
+    if spec["family"] == "registered":  # a shipped architecture, by its registered name
+        return create_model(spec["name"]).eval()
     if spec["family"] == "smp":
         return create_model(f"smp:{spec['arch']}", num_classes=NUM_CLASSES, encoder_name=spec["encoder"]).eval()
     model = create_model("hyperseg", num_classes=NUM_CLASSES, **spec["options"]).eval()

@@ -119,7 +119,11 @@ def test_cli_list_shows_models_and_builtin_weights(capsys):
     assert cli_main(["list"]) == 0
     out = capsys.readouterr().out
     assert "hyperseg_m_cityscapes  (cityscapes, 19 classes, 1024x512)" in out
-    assert "camvid  (built-in weights of hyperseg, 11 classes, val mIoU 87.65 on camvid:val (trained on it: a fit" in out
-    assert "camvid_train  (built-in weights of hyperseg, 11 classes, val mIoU 76.74 on camvid:val, 31.0 ms at 480x360 (openvino bf16" in out
-    assert ("camvid_fast  (built-in weights of hyperseg, 11 classes, images seen at 0.8x their size, val mIoU 85.27 "
-            "on camvid:val (trained on it: a fit") in out
+    assert "hyperseg_lite2_camvid  (camvid, 11 classes, 480x360)" in out
+    assert "hyperseg_lite0_fast_camvid  (camvid, 11 classes, 480x360)" in out
+    assert ("camvid  (built-in weights of hyperseg_lite2_camvid, 11 classes, val mIoU 87.65 on camvid:val "
+            "(trained on it: a fit") in out
+    assert ("camvid_train  (built-in weights of hyperseg_lite2_camvid, 11 classes, val mIoU 76.74 on camvid:val, "
+            "31.0 ms at 480x360 (openvino bf16") in out
+    assert ("camvid_fast  (built-in weights of hyperseg_lite0_fast_camvid, 11 classes, images seen at 0.8x their "
+            "size, val mIoU 85.27 on camvid:val (trained on it: a fit") in out

@@ -39,8 +39,8 @@ def test_list_reads_records_without_opening_weights(file_opens, capsys):
     kind = cpu_kind() if cpu_kind() in metrics["latency_ms"] else next(iter(metrics["latency_ms"]))
     runtime = installed_runtimes()[0]
     path = f"{runtime} {choose_precision(metrics, runtime, cpu=kind, has_calibration=True).precision}"
-    assert (f"camvid  (built-in weights of hyperseg, 11 classes, val mIoU 87.65 on camvid:val (trained on it: a fit, "
-            f"not an estimate), {metrics['latency_ms'][kind][path]:.1f} ms at 480x360 ({path}, the default path on a "
+    assert (f"camvid  (built-in weights of hyperseg_lite2_camvid, 11 classes, val mIoU 87.65 on camvid:val "
+            f"(trained on it: a fit, not an estimate), {metrics['latency_ms'][kind][path]:.1f} ms at 480x360 ({path}, the default path on a "
             f"CPU with {CPU_KINDS[kind]}))") in out
     assert out.count("measured on:") == len({k for w in list_weights() for k in get_weights(w).metrics["latency_ms"]
                                             if k == kind})
@@ -109,3 +109,18 @@ def test_a_record_sets_the_scale_its_weights_run_at(isolated_registry, tmp_path,
     assert "images seen at 0.8x their size" in capsys.readouterr().out
     with pytest.raises(HypersegError, match="'bad'.*input_scale 0.*\\(0, 2\\]"):
         Weights(name="bad", architecture="hyperseg", file="x.pt", input_scale=0)
+
+
+@pytest.mark.parametrize("name", ["camvid", "camvid_train", "camvid_fast", "camvid_fast_train"])
+def test_builtin_records_name_the_architecture_their_file_stores(name):
+    """The record's architecture, built by name, is exactly the config stored in the weights file:
+    the oracle is the file, read with torch.load, not the record."""
+    from hyperseg.model.config import HyperSegConfig
+    from hyperseg.pretrained import get_weights
+
+    weights = get_weights(name)
+    assert weights.architecture in hyperseg.list_models() and not weights.config
+    stored = torch.load(weights.verified_path(), map_location="cpu", weights_only=True)["config"]
+    built = hyperseg.create_model(weights.architecture)
+    assert built.config.to_dict() == HyperSegConfig.from_dict(stored).to_dict()
+    assert built.meta["mean"] == list(weights.mean) and built.meta["class_names"] == list(weights.class_names)

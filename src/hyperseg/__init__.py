@@ -11,4 +11,18 @@ __all__ = [
     "HyperSeg", "HyperSegConfig", "create_model", "list_models", "model_cfg",
     "from_official", "load_model", "save_model", "fuse_bn", "profile",
     "Weights", "get_weights", "list_weights", "register_weights",
+    "Predictor", "load_runtime",
 ]
+
+
+def __getattr__(name: str):
+    # the inference layer loads on first use: `import hyperseg` for a model alone stays light
+    if name == "Predictor":
+        from .engine.predict import Predictor
+
+        return Predictor
+    if name == "load_runtime":
+        from .runtime import load_runtime
+
+        return load_runtime
+    raise AttributeError(f"module 'hyperseg' has no attribute {name!r}")

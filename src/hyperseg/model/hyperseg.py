@@ -234,11 +234,10 @@ def _create_hyperseg(variant: str, overrides: dict[str, Any]) -> HyperSeg:
     return model
 
 
-def _cfg(config: dict[str, Any], dataset: str, classes: tuple, palette: tuple, input_size: tuple[int, int]) -> dict[str, Any]:
-    return dict(
-        config=config, dataset=dataset, class_names=classes, palette=palette, input_size=input_size,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    )
+def _cfg(config: dict[str, Any], dataset: str, classes: tuple, palette: tuple, input_size: tuple[int, int],
+         mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD) -> dict[str, Any]:
+    return dict(config=config, dataset=dataset, class_names=classes, palette=palette, input_size=input_size,
+                mean=mean, std=std)
 
 
 _CAMVID_12 = CAMVID_CLASSES + ("void",)
@@ -260,6 +259,18 @@ _L_VOC = dict(
     num_classes=21, encoder_name="tf_efficientnet_b3", encoder_reductions=[0.25] * 5, encoder_drop_rate=0.3,
     context_head="v0_1", context_levels=3, decoder_kernel_sizes=[1, 1, 3, 3, 3, 3], decoder_channels=None,
     decoder_window="hidden", weight_groups=[16] * 6,
+)
+
+# The architectures of the built-in CamVid weights, designed for 2-core CPUs. EfficientNet-Lite
+# encoders (no squeeze-excitation or swish: they quantise and fuse well), whose ImageNet weights
+# expect inputs scaled to [-1, 1].
+_LITE_MEAN_STD = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+_LITE2_CAMVID = dict(_S_CAMVID, num_classes=11, encoder_name="tf_efficientnet_lite2", encoder_reductions=[0.25] * 5)
+# Lite0 with four decoder levels (output stride 4); only the context head's input is padded, so an
+# image seen at 0.8 (288x384) runs at 288x384 rather than 320x384.
+_LITE0_FAST_CAMVID = dict(
+    _LITE2_CAMVID, encoder_name="tf_efficientnet_lite0", decoder_kernel_sizes=[1, 1, 1, 3],
+    decoder_channels=[64, 32, 16, 16], weight_groups=[64, 32, 32, 16], context_padding="features",
 )
 
 
@@ -297,3 +308,15 @@ def hyperseg_l_camvid(**kwargs: Any) -> HyperSeg:
 def hyperseg_l_voc(**kwargs: Any) -> HyperSeg:
     """HyperSeg-L, PASCAL VOC, 512x512 (EfficientNet-B3, the authors' v0_1 template)."""
     return _create_hyperseg("hyperseg_l_voc", kwargs)
+
+
+@register_model(_cfg(_LITE2_CAMVID, "camvid", CAMVID_CLASSES, CAMVID_PALETTE, (360, 480), **_LITE_MEAN_STD))
+def hyperseg_lite2_camvid(**kwargs: Any) -> HyperSeg:
+    """The built-in ``camvid`` weights' architecture: EfficientNet-Lite2, five decoder levels, 480x360."""
+    return _create_hyperseg("hyperseg_lite2_camvid", kwargs)
+
+
+@register_model(_cfg(_LITE0_FAST_CAMVID, "camvid", CAMVID_CLASSES, CAMVID_PALETTE, (360, 480), **_LITE_MEAN_STD))
+def hyperseg_lite0_fast_camvid(**kwargs: Any) -> HyperSeg:
+    """The built-in ``camvid_fast`` weights' architecture: EfficientNet-Lite0, four decoder levels."""
+    return _create_hyperseg("hyperseg_lite0_fast_camvid", kwargs)
