@@ -1,7 +1,7 @@
 """The fast end of HyperSeg's design space, timed end to end on this machine, with real-time peers.
 
     python benchmarks/pareto.py [--runtimes torch:fp32,onnxruntime:fp32,openvino:fp32,openvino:int8]
-        [--only camvid,lite0_4lv] [--rounds 20] [--json docs/pareto.json] [--calibration DIR]
+        [--only camvid,lite0_4lv] [--rounds 20] [--json results/<machine>-<date>/pareto.json] [--calibration DIR]
 
 Every candidate is built with random weights (``create_model`` init, the same seed everywhere),
 so speed is all this measures. For each runtime and precision, one child process builds every

@@ -1,6 +1,6 @@
 """The speed-accuracy picture from measured data only: docs/pareto.png.
 
-    python benchmarks/pareto_plot.py docs/pareto.json --out docs/pareto.png \\
+    python benchmarks/pareto_plot.py results/epyc-avx2-2026-12-03/pareto.json --out docs/pareto.png \\
         --model camvid_train=camvid --model camvid_fast_train=lite0_4lv@0.8 \\
         --point "SMP FPN (Lite2)=peer:smp_fpn_lite2:76.57"
 

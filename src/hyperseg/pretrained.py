@@ -167,8 +167,8 @@ def list_weights(pattern: str = "*") -> list[str]:
 _MACHINES = {
     "bf16": "2-core AMD EPYC (AVX-512, VNNI, native bf16, no AMX), 2026-12-07, median of the runs in "
             "results/epyc-avx512-2026-12-07/pareto_labels_*.json",
-    "avx2": "2-core AMD EPYC (AVX2 only), 2026-12-07, OpenVINO only, mean of docs/pareto_fast_avx2.json and "
-            "its rerun",
+    "avx2": "2-core AMD EPYC (AVX2 only), 2026-12-07, OpenVINO only, mean of "
+            "results/epyc-avx2-2026-12-07/pareto_fast_avx2.json and its rerun",
 }
 
 # benchmarks/pareto.py on each machine in _MACHINES (architecture camvid), end to end
