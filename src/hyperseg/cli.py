@@ -299,7 +299,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                           overwrite=args.overwrite, alpha=args.alpha, legend=args.legend,
                           video_labels=args.video_labels, batch_size=args.batch_size, overlap=args.overlap,
                           progress=sys.stderr.isatty())
-    if not proc.distributed:  # as it always did: the files written, one per line
+    if not proc.distributed:  # the files written, one per line, for scripts; several ranks' lines would interleave
         for path in summary.written:
             print(path)
     if len(files) == 1 and summary.failures:
@@ -410,7 +410,7 @@ def _add_runtime_arguments(p: argparse.ArgumentParser, shapes: str = "static") -
 
 
 def _add_dataset_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="data/camvid", help="dataset root folder (README: \"Data\" gives each layout)")
+    p.add_argument("--data", default="data/camvid", help="dataset root folder (layouts: docs/your-data.md)")
     p.add_argument("--dataset", default="camvid", help="camvid | camvid32 | cityscapes | voc | ade20k | folder")
     p.add_argument("--classes-file", default=None, help="folder datasets: YAML with class names (+ palette)")
     p.add_argument("--drives", default=None,

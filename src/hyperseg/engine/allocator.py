@@ -3,8 +3,8 @@
 A training step allocates and frees the same few gigabytes of activations and gradients every
 time. glibc's allocator hands large blocks back to the kernel when they are freed (``munmap``, or
 trimming the top of the heap), so the next step faults every page in again and the kernel zeroes
-it: on the 2-core development CPU that was ~15 s of system time in 9 steps, and the step took
-~1.35x as long as with the memory kept. Raising the mmap and trim thresholds keeps the blocks in
+it: on a 2-core CPU that costs ~15 s of system time in 9 steps, and a step takes ~1.35x as long
+as with the memory kept. Raising the mmap and trim thresholds keeps the blocks in
 the heap for reuse; the process's resident memory then stays at its peak, which a training run
 reaches every step anyway.
 """

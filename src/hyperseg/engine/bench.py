@@ -91,10 +91,10 @@ def interleaved(fns: Sequence[Callable[[], Any]], rounds: int, sync: Callable[[]
     return times
 
 
-def _legacy_path(predictor: Predictor, img: np.ndarray) -> Callable[[], np.ndarray]:
-    """The "eager" reference end to end as Predictor ran before the runtimes existed: the model as
-    built, ``normalize`` from the data transforms and ``argmax(1)``; an image over the predictor's
-    ``max_size`` is segmented at that size, like the other candidates do."""
+def _eager_reference(predictor: Predictor, img: np.ndarray) -> Callable[[], np.ndarray]:
+    """The "eager" reference end to end, with none of a runtime's preparation, so that the ratios show
+    what the runtimes buy: the model as built, ``normalize`` from the data transforms and ``argmax(1)``;
+    an image over the predictor's ``max_size`` is segmented at that size, like the other candidates do."""
     small = _resized(img, limited_size(img.shape[:2], predictor.max_size))
 
     def run() -> np.ndarray:
@@ -161,7 +161,7 @@ def benchmark(source: Union[str, Path, torch.nn.Module], *, size: Sequence[int] 
                             + "; ".join(s["reason"] for s in skipped))
     sync = torch.cuda.synchronize if any(p.device.type == "cuda" for p in predictors) else (lambda: None)
     inputs = [_model_input(p, img) for p in predictors]
-    end_to_end = [_legacy_path(p, img) if p.runtime.name == "eager" else (lambda p=p: p(img)) for p in predictors]
+    end_to_end = [_eager_reference(p, img) if p.runtime.name == "eager" else (lambda p=p: p(img)) for p in predictors]
     model_only = [lambda p=p, x=x: p.runtime(x) for p, x in zip(predictors, inputs)]
     for fns in (end_to_end, model_only):
         for _ in range(warmup):

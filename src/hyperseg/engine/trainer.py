@@ -93,7 +93,7 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])  # older checkpoints also hold Python and NumPy states, unused
+    torch.set_rng_state(state["torch"])  # Python and NumPy states, where a checkpoint holds them, go unused
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -187,7 +187,7 @@ def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list]
 
 def _check_resume_config(saved: dict[str, Any], cfg: RunConfig, out_dir: Path) -> dict[str, list]:
     """The changes a resume makes to the run's config; refuses changes to the model, data, loss or teacher.
-    Keys a run's config predates count as their defaults (a run from before ``distill`` had none)."""
+    Keys missing from a run's saved config count as their defaults (a config without ``distill`` ran without one)."""
     defaults = RunConfig().to_dict()
     saved = {section: {**defaults.get(section, {}), **values} for section, values in saved.items()}
     for section in defaults:
@@ -369,8 +369,8 @@ class Trainer:
 
     def _check_teacher(self, saved: Optional[str]) -> None:
         """Refuses a resume whose teacher file holds other weights than the run was distilled from: the
-        same ``distill.teacher`` name can point at a retrained or replaced file. A run saved before
-        teachers were hashed has nothing to compare; it records the teacher from now on."""
+        same ``distill.teacher`` name can point at a retrained or replaced file. A run whose saved state
+        holds no teacher digest has nothing to compare; it records the teacher's from this resume on."""
         current = self.teacher_sha256
         if saved and current and saved != current:
             raise HypersegError(f"--resume: distill.teacher {self.cfg.distill.teacher} has SHA-256 {current[:12]}, "

@@ -30,7 +30,7 @@ SAMPLE_IMAGES = Path(__file__).resolve().parents[1] / "assets"
 
 
 def installed_runtimes() -> list[str]:
-    """The runtimes usable here, fastest first (as measured on the development CPU, README "Speed")."""
+    """The runtimes usable here, fastest first (docs/results.md, "End to end: runtimes and precisions")."""
     found = [name for name, module in (("openvino", "openvino"), ("onnxruntime", "onnxruntime"))
              if importlib.util.find_spec(module) is not None]
     if found and importlib.util.find_spec("onnxscript") is None:

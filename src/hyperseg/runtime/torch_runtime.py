@@ -1,6 +1,6 @@
 """The PyTorch runtime: the model prepared for inference (BatchNorm fused, memory layout, bf16 autocast).
 
-What helps, measured on the development CPU at batch 1 (README, "Speed"):
+What helps, measured at batch 1 (docs/results.md, "End to end: runtimes and precisions"):
 
 * BatchNorm folded into the convolutions and weight mappers: ~10 % less time.
 * channels_last for the static convolutions (backbone, context head, weight mappers): oneDNN's

@@ -43,7 +43,7 @@ __all__ = [
 
 POINTWISE_BACKENDS = ("bmm", "grouped")
 DEPTHWISE_BACKENDS = ("grouped", "shifted")
-# Chosen from benchmarks/dpwconv.py on the development CPU (see README, "Speed").
+# The faster kernels in benchmarks/dpwconv.py (docs/results.md, "DPWConv kernels").
 DEFAULT_POINTWISE = "bmm"
 DEFAULT_DEPTHWISE = "grouped"
 
