@@ -114,7 +114,7 @@ def test_predict_alpha_blends_image_and_palette_as_stated(street, tmp_path, alph
     def blend(a):
         return (image * (1 - a) + palette[labels] * a).round()
 
-    assert overlay.shape == image.shape
+    assert overlay.shape == image.shape  # --no-legend: a single input gets no legend panel
     error = np.abs(overlay - blend(alpha)).mean()
     assert error < 4  # JPEG
     assert np.abs(overlay - blend(0.5)).mean() > 3 * error  # the default opacity would be far off
@@ -142,8 +142,7 @@ def test_predict_legend_and_no_legend(street, tmp_path):
             assert _swatches(panel, palette[c]) >= 100, c
         for c in set(range(len(palette))) - set(present.tolist()):
             assert _swatches(panel, palette[c]) < 20, c
-    _predict([street, "--no-legend"], tmp_path / "none")  # one input: a legend unless refused
-    assert _rgb(tmp_path / "none" / "street_overlay.jpg").shape == (64, 80, 3)
+    # --no-legend: test_predict_alpha_blends_image_and_palette_as_stated, whose single input would get one
 
 
 def test_predict_batch_size_groups_same_size_images_and_keeps_their_labels(eager, street, tmp_path, monkeypatch):
@@ -184,6 +183,12 @@ def naive_confusion(model, root: Path, split: str = "val", num_classes: int = 11
     return matrix
 
 
+@pytest.fixture(scope="module")
+def plain_confusion(eager, tiny_camvid) -> np.ndarray:
+    """The oracle's confusion matrix on tiny_camvid's val split without test-time augmentation."""
+    return naive_confusion(eager, tiny_camvid)
+
+
 def _eval(args, out: Path, capsys=None, model=MODEL) -> dict:
     code = cli_main(["eval", *[str(a) for a in args], "--workers", "0", "--out", str(out), *model])
     assert code == 0, capsys.readouterr().err if capsys else code
@@ -195,8 +200,8 @@ def _eval(args, out: Path, capsys=None, model=MODEL) -> dict:
     (["--scales", "0.75,1.25"], dict(scales=(0.75, 1.25)), [1, 1]),
     (["--batch-size", "2"], {}, [2]),
 ])
-def test_eval_options_give_the_confusion_matrix_of_a_naive_computation(eager, tiny_camvid, tmp_path, monkeypatch,
-                                                                       option, tta, batches):
+def test_eval_options_give_the_confusion_matrix_of_a_naive_computation(eager, tiny_camvid, plain_confusion, tmp_path,
+                                                                       monkeypatch, option, tta, batches):
     import importlib
 
     evaluate_module = importlib.import_module("hyperseg.engine.evaluate")  # the package re-exports the function
@@ -208,21 +213,22 @@ def test_eval_options_give_the_confusion_matrix_of_a_naive_computation(eager, ti
 
     monkeypatch.setattr(evaluate_module, "predict_labels", spy)
     got = np.asarray(_eval(["--data", tiny_camvid, "--split", "val", *option], tmp_path / "m.json")["confusion_matrix"])
-    expected = naive_confusion(eager, tiny_camvid, **tta)
+    expected = naive_confusion(eager, tiny_camvid, **tta) if tta else plain_confusion
     pixels = expected.sum()
     assert got.sum() == pixels and seen == batches
     assert np.abs(got - expected).sum() <= 2 * MISMATCH * pixels
     if tta:  # the option changes more than the tolerance hides
-        assert np.abs(naive_confusion(eager, tiny_camvid) - expected).sum() > 10 * MISMATCH * pixels
+        assert np.abs(plain_confusion - expected).sum() > 10 * MISMATCH * pixels
 
 
-def test_eval_precision_fp32_is_the_eager_models_arithmetic_and_bf16_another(eager, tiny_camvid, tmp_path, capsys):
+def test_eval_precision_fp32_is_the_eager_models_arithmetic_and_bf16_another(tiny_camvid, plain_confusion, tmp_path,
+                                                                            capsys):
     from hyperseg.runtime.torch_runtime import bf16_supported
 
     args = ["--data", tiny_camvid, "--split", "val", "--model", "camvid_fast", "--runtime", "torch"]
     fp32 = np.asarray(_eval([*args, "--precision", "fp32"], tmp_path / "fp32.json", model=[])["confusion_matrix"])
     assert "model: torch fp32" in capsys.readouterr().err
-    np.testing.assert_array_equal(fp32, naive_confusion(eager, tiny_camvid))
+    np.testing.assert_array_equal(fp32, plain_confusion)
     if not bf16_supported(torch.device("cpu")):
         pytest.skip("this CPU has no native bf16")
     bf16 = np.asarray(_eval([*args, "--precision", "bf16"], tmp_path / "bf16.json", model=[])["confusion_matrix"])
@@ -247,13 +253,13 @@ def _folder_dataset(tiny_camvid, root: Path) -> Path:
 NAMES = [f"mine{i}" for i in range(11)]
 
 
-def test_eval_classes_file_names_the_classes_of_a_folder_dataset(eager, tiny_camvid, tmp_path):
+def test_eval_classes_file_names_the_classes_of_a_folder_dataset(tiny_camvid, plain_confusion, tmp_path):
     root = _folder_dataset(tiny_camvid, tmp_path / "data")
     (tmp_path / "mine.yaml").write_text("classes: [" + ", ".join(NAMES) + "]\n")
     got = _eval(["--data", root, "--dataset", "folder", "--split", "val", "--classes-file", tmp_path / "mine.yaml"],
                 tmp_path / "m.json")
     assert list(got["per_class_iou"]) == NAMES  # the file's names, in its order
-    m = naive_confusion(eager, tiny_camvid)
+    m = plain_confusion
     union = m.sum(0) + m.sum(1) - np.diag(m)
     for name, tp, u in zip(NAMES, np.diag(m), union):
         assert got["per_class_iou"][name] == (None if u == 0 else pytest.approx(100 * tp / u, abs=2.0)), name
