@@ -1,0 +1,371 @@
+"""Command-line options that change results, each checked against an independent oracle: a naive
+computation by hand with the eager model, a closed form, or the file read back.
+
+The fast built-in weights run with ``--runtime torch --precision fp32``: no conversion, and fp32 is
+the eager model's arithmetic, so the hand-made oracle agrees with the command up to float rounding
+(a few pixels at most); each test also shows that the option's effect is larger than that tolerance.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import hyperseg
+from hyperseg.cli import main as cli_main
+
+MODEL = ["--model", "camvid_fast", "--runtime", "torch", "--precision", "fp32"]
+SAMPLE = Path(hyperseg.__file__).parent / "assets" / "camvid_sample_1.png"
+MISMATCH = 0.003  # share of pixels the command and the hand-made oracle may disagree on (float rounding)
+
+
+@pytest.fixture(scope="module")
+def eager():
+    return hyperseg.load_model("camvid_fast").eval()
+
+
+@pytest.fixture(scope="module")
+def street(tmp_path_factory) -> Path:
+    """The bundled street scene at 80x64: several classes, segmented in a moment."""
+    path = tmp_path_factory.mktemp("street") / "street.png"
+    Image.open(SAMPLE).convert("RGB").resize((80, 64), Image.BILINEAR).save(path)
+    return path
+
+
+def _rgb(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _labels(path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+@torch.no_grad()
+def naive_labels(model, image: np.ndarray, *, flip=False, scales=(1.0,), resize_uint8=True) -> np.ndarray:
+    """The oracle: resize to the size the model sees (its input scale; predict resizes the uint8
+    image, eval the normalised one), normalise, run each scale (and its mirror image), average the
+    softmax at the image's size, argmax."""
+    h, w = image.shape[:2]
+    s0 = model.meta.get("input_scale", 1.0)
+    seen = (max(min(h, 32), round(h * s0)), max(min(w, 32), round(w * s0)))
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
+    if resize_uint8:
+        x = F.interpolate(x, size=seen, mode="bilinear", align_corners=False, antialias=True)
+    x = (x.float() / 255 - torch.tensor(model.meta["mean"]).view(1, 3, 1, 1)) / torch.tensor(model.meta["std"]).view(1, 3, 1, 1)
+    if not resize_uint8:
+        x = F.interpolate(x, size=seen, mode="bilinear", align_corners=False, antialias=True)
+    total = 0
+    for s in scales:
+        xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+        for mirror in ([False, True] if flip else [False]):
+            logits = model(xs.flip(-1) if mirror else xs)
+            logits = logits.flip(-1) if mirror else logits
+            total = total + F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False).softmax(1)
+    return total.argmax(1)[0].numpy().astype(np.uint8)
+
+
+def _predict(args, out: Path, capsys=None) -> None:
+    code = cli_main(["predict", *[str(a) for a in args], "--out", str(out), *MODEL])
+    assert code == 0, capsys.readouterr().err if capsys else code
+
+
+# ---------------------------------------------------------------------------------------------- predict
+
+@pytest.mark.parametrize("option, tta", [
+    (["--flip"], dict(flip=True)),
+    (["--scales", "0.75,1.25"], dict(scales=(0.75, 1.25))),
+])
+def test_predict_test_time_augmentation_equals_a_naive_computation(eager, street, tmp_path, option, tta):
+    _predict([street, *option], tmp_path / "out")
+    got = _labels(tmp_path / "out" / "street.png")
+    image = _rgb(street)
+    expected, plain = naive_labels(eager, image, **tta), naive_labels(eager, image)
+    assert (got != expected).mean() <= MISMATCH
+    assert (plain != expected).mean() > 5 * MISMATCH  # the option changes more than the tolerance hides
+
+
+def test_predict_max_size_segments_smaller_and_scales_the_labels_back(eager, tmp_path):
+    image = np.asarray(Image.open(SAMPLE).convert("RGB").resize((96, 64), Image.BILINEAR))
+    Image.fromarray(image).save(tmp_path / "wide.png")
+    _predict([tmp_path / "wide.png", "--max-size", "48"], tmp_path / "out")
+    got = _labels(tmp_path / "out" / "wide.png")
+    assert got.shape == (64, 96)
+    # closed form: segmented at 32x48, then scaled back by pixel repetition, so every 2x2 block is one class
+    np.testing.assert_array_equal(got, got[::2, ::2].repeat(2, 0).repeat(2, 1))
+    small = np.asarray(Image.fromarray(image).resize((48, 32), Image.BILINEAR, reducing_gap=None))
+    expected = naive_labels(eager, small)
+    assert (got[::2, ::2] != expected).mean() <= 0.03  # the image was shrunk by another resize
+    full = naive_labels(eager, image)
+    assert (full != full[::2, ::2].repeat(2, 0).repeat(2, 1)).any()  # at full size the labels are not blocky
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.8])
+def test_predict_alpha_blends_image_and_palette_as_stated(street, tmp_path, alpha):
+    _predict([street, "--alpha", alpha, "--no-legend"], tmp_path / "out")
+    labels = _labels(tmp_path / "out" / "street.png")
+    overlay = _rgb(tmp_path / "out" / "street_overlay.jpg").astype(float)
+    image = _rgb(street).astype(float)
+    palette = np.asarray(hyperseg.get_weights("camvid_fast").meta()["palette"], float)
+
+    def blend(a):
+        return (image * (1 - a) + palette[labels] * a).round()
+
+    assert overlay.shape == image.shape  # --no-legend: a single input gets no legend panel
+    error = np.abs(overlay - blend(alpha)).mean()
+    assert error < 4  # JPEG
+    assert np.abs(overlay - blend(0.5)).mean() > 3 * error  # the default opacity would be far off
+
+
+def _swatches(panel: np.ndarray, colour) -> int:
+    """How many pixels of ``panel`` have ``colour`` (JPEG: within a small distance)."""
+    return int((np.abs(panel.astype(int) - np.asarray(colour)).sum(-1) < 30).sum())
+
+
+def test_predict_legend_and_no_legend(street, tmp_path):
+    palette = hyperseg.get_weights("camvid_fast").meta()["palette"]
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(street, folder / name)
+    _predict([folder, "--legend"], tmp_path / "legend")  # two inputs: no legend unless asked for
+    for name in ("a", "b"):
+        labels = _labels(tmp_path / "legend" / f"{name}.png")
+        overlay = _rgb(tmp_path / "legend" / f"{name}_overlay.jpg")
+        present = np.unique(labels)
+        assert overlay.shape[1] > 80 and overlay.shape[0] == max(64, 8 + 18 * len(present))
+        panel = overlay[:, 80:]
+        for c in present:  # a swatch per class in the label map (14x14 inside its outline)
+            assert _swatches(panel, palette[c]) >= 100, c
+        for c in set(range(len(palette))) - set(present.tolist()):
+            assert _swatches(panel, palette[c]) < 20, c
+    # --no-legend: test_predict_alpha_blends_image_and_palette_as_stated, whose single input would get one
+
+
+def test_predict_batch_size_groups_same_size_images_and_keeps_their_labels(eager, street, tmp_path, monkeypatch):
+    from hyperseg.engine.predict import Predictor
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = _rgb(street)
+    for i, picture in enumerate([image, image[:, ::-1], image[::-1], image[:48]]):  # the last one smaller
+        Image.fromarray(np.ascontiguousarray(picture)).save(folder / f"{i}.png")
+    batches = []
+    segment = Predictor.segment
+
+    def spy(self, images):
+        batches.append([a.shape for a in images])
+        return segment(self, images)
+
+    monkeypatch.setattr(Predictor, "segment", spy)
+    _predict([folder, "--batch-size", "2", "--no-overlap"], tmp_path / "out")
+    assert [len(b) for b in batches] == [2, 1, 1]  # 0+1, then 2 alone (the batch is full), 3 (another size)
+    for i in range(4):
+        picture = _rgb(folder / f"{i}.png")
+        got = _labels(tmp_path / "out" / f"{i}.png")
+        assert (got != naive_labels(eager, picture)).mean() <= MISMATCH
+
+
+# ------------------------------------------------------------------------------------------------- eval
+
+def naive_confusion(model, root: Path, split: str = "val", num_classes: int = 11, **tta) -> np.ndarray:
+    """Rows: true class, columns: predicted; CamVid's label 11 (void) is not scored."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    for path in sorted((root / split).glob("*.png")):
+        label = _labels(root / f"{split}annot" / path.name).astype(np.int64)
+        prediction = naive_labels(model, _rgb(path), resize_uint8=False, **tta).astype(np.int64)
+        keep = label < num_classes
+        matrix += np.bincount(label[keep] * num_classes + prediction[keep],
+                              minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return matrix
+
+
+@pytest.fixture(scope="module")
+def plain_confusion(eager, tiny_camvid) -> np.ndarray:
+    """The oracle's confusion matrix on tiny_camvid's val split without test-time augmentation."""
+    return naive_confusion(eager, tiny_camvid)
+
+
+def _eval(args, out: Path, capsys=None, model=MODEL) -> dict:
+    code = cli_main(["eval", *[str(a) for a in args], "--workers", "0", "--out", str(out), *model])
+    assert code == 0, capsys.readouterr().err if capsys else code
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("option, tta, batches", [
+    (["--flip"], dict(flip=True), [1, 1]),
+    (["--scales", "0.75,1.25"], dict(scales=(0.75, 1.25)), [1, 1]),
+    (["--batch-size", "2"], {}, [2]),
+])
+def test_eval_options_give_the_confusion_matrix_of_a_naive_computation(eager, tiny_camvid, plain_confusion, tmp_path,
+                                                                       monkeypatch, option, tta, batches):
+    import importlib
+
+    evaluate_module = importlib.import_module("hyperseg.engine.evaluate")  # the package re-exports the function
+    seen, predict_labels = [], evaluate_module.predict_labels
+
+    def spy(model, image, **kwargs):
+        seen.append(image.shape[0])
+        return predict_labels(model, image, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "predict_labels", spy)
+    got = np.asarray(_eval(["--data", tiny_camvid, "--split", "val", *option], tmp_path / "m.json")["confusion_matrix"])
+    expected = naive_confusion(eager, tiny_camvid, **tta) if tta else plain_confusion
+    pixels = expected.sum()
+    assert got.sum() == pixels and seen == batches
+    assert np.abs(got - expected).sum() <= 2 * MISMATCH * pixels
+    if tta:  # the option changes more than the tolerance hides
+        assert np.abs(plain_confusion - expected).sum() > 10 * MISMATCH * pixels
+
+
+def test_eval_precision_fp32_is_the_eager_models_arithmetic_and_bf16_another(tiny_camvid, plain_confusion, tmp_path,
+                                                                            capsys):
+    from hyperseg.runtime.torch_runtime import bf16_supported
+
+    args = ["--data", tiny_camvid, "--split", "val", "--model", "camvid_fast", "--runtime", "torch"]
+    fp32 = np.asarray(_eval([*args, "--precision", "fp32"], tmp_path / "fp32.json", model=[])["confusion_matrix"])
+    assert "model: torch fp32" in capsys.readouterr().err
+    np.testing.assert_array_equal(fp32, plain_confusion)
+    if not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16")
+    bf16 = np.asarray(_eval([*args, "--precision", "bf16"], tmp_path / "bf16.json", model=[])["confusion_matrix"])
+    assert "model: torch bf16" in capsys.readouterr().err
+    assert bf16.sum() == fp32.sum() and not np.array_equal(bf16, fp32)  # bf16 arithmetic moves some boundaries
+
+
+def _folder_dataset(tiny_camvid, root: Path) -> Path:
+    """tiny_camvid's val split in the folder layout (index masks, void as 255), with a classes.yaml
+    of names that no option should show."""
+    for sub in ("images", "masks"):
+        (root / "val" / sub).mkdir(parents=True)
+    for path in sorted((tiny_camvid / "val").glob("*.png")):
+        shutil.copy(path, root / "val" / "images" / path.name)
+        label = _labels(tiny_camvid / "valannot" / path.name).copy()
+        label[label == 11] = 255
+        Image.fromarray(label).save(root / "val" / "masks" / path.name)
+    (root / "classes.yaml").write_text("\n".join(f"- default{i}" for i in range(11)) + "\n")
+    return root
+
+
+NAMES = [f"mine{i}" for i in range(11)]
+
+
+def test_eval_classes_file_names_the_classes_of_a_folder_dataset(tiny_camvid, plain_confusion, tmp_path):
+    root = _folder_dataset(tiny_camvid, tmp_path / "data")
+    (tmp_path / "mine.yaml").write_text("classes: [" + ", ".join(NAMES) + "]\n")
+    got = _eval(["--data", root, "--dataset", "folder", "--split", "val", "--classes-file", tmp_path / "mine.yaml"],
+                tmp_path / "m.json")
+    assert list(got["per_class_iou"]) == NAMES  # the file's names, in its order
+    m = plain_confusion
+    union = m.sum(0) + m.sum(1) - np.diag(m)
+    for name, tp, u in zip(NAMES, np.diag(m), union):
+        assert got["per_class_iou"][name] == (None if u == 0 else pytest.approx(100 * tp / u, abs=2.0)), name
+
+
+def test_eval_confusion_image_draws_the_row_normalised_matrix(tiny_camvid, tmp_path):
+    cm = tmp_path / "cm.png"
+    got = _eval(["--data", tiny_camvid, "--split", "val", "--confusion-image", cm], tmp_path / "m.json")
+    plt = pytest.importorskip("matplotlib.pyplot")
+    picture = np.asarray(Image.open(cm).convert("RGB")).astype(int)
+    n = 11
+    assert picture.shape[:2] == (round((0.5 * n + 2.5) * 120), round((0.5 * n + 3) * 120))  # the figure's inches at 120 dpi
+    matrix = np.asarray(got["confusion_matrix"], float)
+    normalised = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    colours = {tuple(np.round(np.asarray(plt.get_cmap("Blues")(v)[:3]) * 255).astype(int)) for v in normalised.ravel()}
+    cell = picture.shape[0] * picture.shape[1] / (4 * n * n)  # a cell covers far more pixels than this
+
+    def count(colour):
+        return int((np.abs(picture - np.asarray(colour)).sum(-1) <= 3).sum())
+
+    for colour in colours:  # each value's colour fills a cell (several cells share the colour of 0)
+        assert count(colour) >= cell, colour
+    assert len(colours) >= 3
+
+
+# ------------------------------------------------------------------------------------------- check-data
+
+def _pixel_shares(names, labels) -> str:
+    """check-data's pixel line, computed by hand from the masks."""
+    values = np.concatenate([label.reshape(-1) for label in labels])
+    total = values.size
+    shares = "  ".join(f"{name} {100 * (values == c).sum() / total:.1f}%" for c, name in enumerate(names))
+    return f"  pixels: {shares}  ignored {100 * (values == 255).sum() / total:.1f}%"
+
+
+def test_check_data_classes_file(tiny_camvid, tmp_path, capsys):
+    root = _folder_dataset(tiny_camvid, tmp_path / "data")
+    masks = [_labels(p) for p in sorted((root / "val" / "masks").glob("*.png"))]
+    (tmp_path / "mine.yaml").write_text("\n".join(f"- {n}" for n in NAMES) + "\n")
+    args = ["check-data", "--data", str(root), "--dataset", "folder", "--splits", "val", "--classes-file"]
+    assert cli_main([*args, str(tmp_path / "mine.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert f"val: {len(masks)} pairs read, 0 bad" in out and _pixel_shares(NAMES, masks) in out.splitlines()
+    (tmp_path / "three.yaml").write_text("[a, b, c]\n")  # every mask holds classes above 2
+    assert all(np.unique(m[m != 255]).max() > 2 for m in masks)
+    assert cli_main([*args, str(tmp_path / "three.yaml")]) == 2
+    out, err = capsys.readouterr()
+    assert f"val: 0 pairs read, {len(masks)} bad" in out and err.count("outside 0..2") == len(masks)
+
+
+def test_check_data_limit_reads_only_the_first_pairs(tiny_camvid, tmp_path, capsys):
+    root = tmp_path / "camvid"
+    shutil.copytree(tiny_camvid, root)
+    (root / "train" / "003.png").write_bytes(b"not a png")  # the fourth pair in sorted order
+    labels = [_labels(root / "trainannot" / f"{i:03d}.png").copy() for i in range(3)]
+    for label in labels:
+        label[label == 11] = 255
+    names = hyperseg.get_weights("camvid").class_names
+    args = ["check-data", "--data", str(root), "--splits", "train", "--limit"]
+    assert cli_main([*args, "3"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 3 pairs read, 0 bad" in out and _pixel_shares(names, labels) in out.splitlines()
+    assert cli_main([*args, "4"]) == 2
+    out, err = capsys.readouterr()
+    assert "train: 3 pairs read, 1 bad" in out and "003.png" in err
+
+
+# ---------------------------------------------------------------------------- export, convert, --version
+
+def test_export_opset_and_calibration_count(tmp_path, file_opens):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    rng = np.random.default_rng(0)
+    files = [calibration / f"{i}.png" for i in range(5)]
+    for path in files:
+        Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(path)
+    out = tmp_path / "m.onnx"
+    with file_opens.watch():
+        assert cli_main(["export", "-m", "camvid_fast", "--out", str(out), "--size", "64x64", "--precision", "int8",
+                         "--calibration", str(calibration), "--calibration-count", "3", "--opset", "19"]) == 0
+    opened = {Path(p).name for p in file_opens.paths() if isinstance(p, (str, Path)) and Path(p).parent == calibration}
+    assert opened == {"0.png", "2.png", "4.png"}  # 3 of 5 spread evenly: the first, the middle, the last
+    versions = {o.domain: o.version for o in onnx.load(str(out)).opset_import}
+    assert versions[""] == 19
+
+
+def test_convert_overwrite_replaces_an_existing_output(fill, tmp_path, capsys):
+    from hyperseg.official import from_official
+
+    ckpt = fill.reference_checkpoint("camvid_efficientnet_b1_hyperseg-s")
+    torch.save(ckpt, tmp_path / "authors.pth")
+    out = tmp_path / "ours.pt"
+    out.write_bytes(b"an older conversion")
+    assert cli_main(["convert", str(tmp_path / "authors.pth"), str(out), "--overwrite"]) == 0
+    assert str(out) in capsys.readouterr().out
+    got = hyperseg.load_model(out).state_dict()
+    expected = from_official(tmp_path / "authors.pth").state_dict()
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+
+
+def test_version_is_the_projects(capsys):
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    with pytest.raises(SystemExit) as exit:
+        cli_main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"hyperseg {project['version']}"
