@@ -602,7 +602,7 @@ def test_every_option_has_help_and_shows_its_default():
     # what a reader sees, spelled out
     help_text = {name: " ".join(command.format_help().split()) for name, command in commands.items()}
     assert "--batch-size BATCH_SIZE images per forward pass (same-size images only) (default: 1)" in help_text["eval"]
-    assert "--opset OPSET ONNX opset version (default: 18)" in help_text["export"]
+    assert "--opset OPSET ONNX opset version, 18 or newer (default: 18)" in help_text["export"]
     assert "--max-upload-mb MAX_UPLOAD_MB largest accepted upload, in MB (default: 20.0)" in help_text["serve"]
 
 

@@ -535,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="weights and activations of the file")
     p.add_argument("--calibration", default=None, help="folder of images for int8 calibration")
     p.add_argument("--calibration-count", type=int, default=30, help="how many images to calibrate on")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset version")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset version, 18 or newer")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_export)
 
