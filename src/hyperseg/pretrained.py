@@ -165,10 +165,8 @@ def list_weights(pattern: str = "*") -> list[str]:
 # one process per runtime and precision (benchmarks/pareto.py, idle; random weights of the same
 # architecture time the same). Per CPU kind, the machine it was measured on:
 _MACHINES = {
-    "bf16": "2-core AMD EPYC (AVX-512, VNNI, native bf16, no AMX), 2026-12-07, median of the runs in "
-            "results/epyc-avx512-2026-12-07/pareto_labels_*.json",
-    "avx2": "2-core AMD EPYC (AVX2 only), 2026-12-07, OpenVINO only, mean of "
-            "results/epyc-avx2-2026-12-07/pareto_fast_avx2.json and its rerun",
+    "bf16": "2-core AMD EPYC (AVX-512, VNNI, native bf16, no AMX), 2026-12-07",
+    "avx2": "2-core AMD EPYC (AVX2 only), 2026-12-07, OpenVINO only",
 }
 
 # benchmarks/pareto.py on each machine in _MACHINES (architecture camvid), end to end
@@ -212,15 +210,15 @@ _LITE2_COMMAND = "hyperseg train --config configs/camvid_cpu.yaml"
 _LITE2_LOVASZ = "loss.lovasz_weight=1.0 train.amp=off"
 # The fast models' teacher: a camvid_train of the same architecture trained without the Lovasz term
 # (val 76.56), named by its SHA-256; configs/camvid_fast.yaml says where to get the file.
-_FAST_TEACHER = ("camvid_train as of commit 5780e05, "
-                    "sha256 cc3319832185f40f6308ff761f8f7835bb88cacf4f7b31b11af5b10d9d5c1008")
+_FAST_TEACHER = ("camvid_train's architecture and recipe without the Lovasz term (val 76.56), "
+                 "sha256 cc3319832185f40f6308ff761f8f7835bb88cacf4f7b31b11af5b10d9d5c1008")
 
 
 register_weights(_camvid(
     "camvid_train",
     sha256="4c12f8285ca0bb68e4eb970270999cf45d2d9ce28393fabf6e6b9ff45acd51c0",
     metrics={"val_miou": 0.7674274532186199, "val_in_training": False,
-             # OpenVINO, measured by scripts/package_weights.py (results/epyc-avx512-2026-12-07/precision_evidence.json)
+             # val mIoU in OpenVINO per precision: scripts/package_weights.py --measure-only
              "precision_miou": {"fp32": 0.7674274532186199, "bf16": 0.7676898445885513, "int8": 0.7665939038274914}},
     # train_hours: on a 2-core AMD EPYC (AVX-512 BF16)
     recipe={"command": f"{_LITE2_COMMAND} {_LITE2_LOVASZ}", "train_split": "train",
@@ -232,7 +230,7 @@ register_weights(_camvid(
     sha256="2a05a59d0b6dcf2eb3f8866ad3887ca38cac397f5507a732a2ec760898c6ce40",
     # trained on val too: this is the fit of data it saw; camvid_train (76.74) is its train-only twin
     metrics={"val_miou": 0.8765381022290893, "val_in_training": True,
-             # OpenVINO, measured by scripts/package_weights.py (results/epyc-avx512-2026-12-07/precision_evidence.json)
+             # val mIoU in OpenVINO per precision: scripts/package_weights.py --measure-only
              "precision_miou": {"fp32": 0.8765384590184785, "bf16": 0.8765602256745025, "int8": 0.8757902128927735}},
     recipe={"command": f"{_LITE2_COMMAND} {_LITE2_LOVASZ} {_ON_TRAIN_VAL}",
             "train_split": "train+val", "iterations": 4000, "train_hours": 2.309, "checkpoint": "last"},
@@ -256,7 +254,7 @@ register_weights(_camvid(
     "camvid_fast_train",
     sha256="ba4468ebab7e60f346774ac2bf974fd69f1c1fa2a07c9f9ed457b7da1403e14e",
     metrics={"val_miou": 0.7439745038492557, "val_in_training": False,
-             # OpenVINO, measured by scripts/package_weights.py (results/epyc-avx512-2026-12-07/precision_evidence.json)
+             # val mIoU in OpenVINO per precision: scripts/package_weights.py --measure-only
              "precision_miou": {"fp32": 0.7439744379572514, "bf16": 0.7441974110489202, "int8": 0.7426952968579226}},
     recipe={"command": _FAST_COMMAND,
             "train_split": "train", "iterations": 4000, "train_hours": 1.36, "checkpoint": "last (= best on val)",
@@ -269,7 +267,7 @@ register_weights(_camvid(
     # trained on val too: a fit; camvid_fast_train's 74.40 estimates its accuracy. train_hours: on a 2-core
     # AVX2 AMD EPYC. The same architecture as camvid_fast_train, hence the same latencies.
     metrics={"val_miou": 0.8526619432730977, "val_in_training": True,
-             # OpenVINO, measured by scripts/package_weights.py (results/epyc-avx512-2026-12-07/precision_evidence.json)
+             # val mIoU in OpenVINO per precision: scripts/package_weights.py --measure-only
              "precision_miou": {"fp32": 0.8526633896272948, "bf16": 0.8520708091372741, "int8": 0.8519969667459822}},
     recipe={"command": f"{_FAST_COMMAND} {_ON_TRAIN_VAL}",
             "train_split": "train+val", "iterations": 4000, "train_hours": 1.83, "checkpoint": "last",

@@ -7,10 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import HypersegError
-from ..runtime.base import Runtime, run_guarded, scaled_size
+from ..runtime.base import Runtime, input_scale, model_input_size, run_guarded, to_seen_size
 from ..runtime.labels import resized_labels
 
-__all__ = ["predict_logits", "predict_labels", "check_test_time_options", "input_scale", "model_input_size", "limited_size"]
+__all__ = ["predict_logits", "predict_labels", "check_test_time_options", "input_scale", "model_input_size",
+           "limited_size"]
 
 MAX_SCALE = 8.0
 
@@ -51,18 +52,6 @@ def _sliding(model: nn.Module, x: Tensor, window: Sequence[int], stride: Sequenc
             out[..., top : top + wh, left : left + ww] += model(x[..., top : top + wh, left : left + ww])
             count[..., top : top + wh, left : left + ww] += 1
     return out / count
-
-
-def input_scale(model: nn.Module) -> float:
-    """The scale a model sees images at: its ``meta["input_scale"]`` (a model trained on images
-    resized by 0.75 runs on them resized by 0.75), 1 by default."""
-    return float(getattr(model, "meta", {}).get("input_scale", 1.0))
-
-
-def model_input_size(model: nn.Module, size: Sequence[int]) -> tuple[int, int]:
-    """The (H, W) a model sees an image of ``size`` at: resized by its :func:`input_scale`, never
-    below 32 px a side (the smallest a model takes) unless the image itself is smaller."""
-    return scaled_size(size, input_scale(model))
 
 
 def limited_size(size: Sequence[int], max_size: Optional[int]) -> tuple[int, int]:
@@ -112,11 +101,7 @@ def _to_seen_size(model: nn.Module, x: Tensor, out_size: Optional[Sequence[int]]
     """The batch at the size the model sees it, and the size its output comes back at."""
     if out_size is not None:
         return x, (int(out_size[0]), int(out_size[1]))  # the caller resized it already
-    size = (int(x.shape[-2]), int(x.shape[-1]))
-    seen = model_input_size(model, size)
-    if seen != size:  # antialiased, like the training transform's downscaling
-        x = F.interpolate(x, size=seen, mode="bilinear", align_corners=False, antialias=input_scale(model) < 1)
-    return x, size
+    return to_seen_size(model, x), (int(x.shape[-2]), int(x.shape[-1]))
 
 
 def _predict_logits(model: nn.Module, x: Tensor, *, flip: bool, scales: Sequence[float],

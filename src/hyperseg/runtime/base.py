@@ -16,9 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import HypersegError, ResourceError
+from .labels import resized_labels
 
 __all__ = ["Runtime", "RUNTIMES", "PRECISIONS", "SHAPES", "fit_input", "restore_output", "padded_size", "scaled_size",
-           "is_out_of_memory", "out_of_memory_error", "run_guarded"]
+           "input_scale", "model_input_size", "to_seen_size", "is_out_of_memory", "out_of_memory_error",
+           "run_guarded"]
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -69,6 +71,28 @@ def scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
     if scale == 1:
         return h, w
     return max(min(h, 32), round(h * scale)), max(min(w, 32), round(w * scale))
+
+
+def input_scale(model: Any) -> float:
+    """The scale a model sees images at: its ``meta["input_scale"]`` (a model trained on images
+    resized by 0.75 runs on them resized by 0.75), 1 by default."""
+    return float(getattr(model, "meta", {}).get("input_scale", 1.0))
+
+
+def model_input_size(model: Any, size: Sequence[int]) -> tuple[int, int]:
+    """The (H, W) a model sees an image of ``size`` at: resized by its :func:`input_scale`, never
+    below 32 px a side (the smallest a model takes) unless the image itself is smaller."""
+    return scaled_size(size, input_scale(model))
+
+
+def to_seen_size(model: Any, x: Tensor) -> Tensor:
+    """A normalised batch resized to the size ``model`` sees it at (antialiased when shrinking, like
+    the training transform's downscaling); unchanged for a model without an input scale."""
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    seen = model_input_size(model, size)
+    if seen == size:
+        return x
+    return F.interpolate(x, size=seen, mode="bilinear", align_corners=False, antialias=input_scale(model) < 1)
 
 
 def padded_size(size: tuple[int, int], multiple: tuple[int, int]) -> tuple[int, int]:
@@ -151,8 +175,6 @@ class Runtime:
     def labels(self, x: Tensor, size: tuple[int, int]) -> Tensor:
         """(B, 3, h, w) normalised float -> (B, H, W) labels of the logits resized bilinearly to
         ``size``: what a single pass of prediction returns (uint8 when the classes fit in it)."""
-        from .labels import resized_labels
-
         return resized_labels(self(x), size)
 
     def describe(self) -> str:

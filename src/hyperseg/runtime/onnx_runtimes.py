@@ -9,7 +9,7 @@ import sys
 from collections import OrderedDict
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -132,13 +132,17 @@ class _OnnxFileRuntime(Runtime):
         self.size_multiple = tuple(meta.get("size_multiple") or (32, 32))
         self.label_graphs: "OrderedDict[Any, Any]" = OrderedDict()  # least recently used first
 
+    def _fit(self, x: Tensor) -> tuple[np.ndarray, str]:
+        """``x`` as the file takes it, float32 at its size, and how it was fitted (see :func:`fit_input`)."""
+        target = self.input_size or padded_size(tuple(x.shape[-2:]), self.size_multiple)
+        fitted, how = fit_input(x.cpu().float(), target)
+        return np.ascontiguousarray(fitted.numpy(), dtype=np.float32), how
+
     def infer(self, x: Tensor) -> Tensor:
-        size = tuple(x.shape[-2:])
-        target = self.input_size or padded_size(size, self.size_multiple)
-        fitted, how = fit_input(x.cpu(), target)
-        out = self.run(np.ascontiguousarray(fitted.numpy(), dtype=np.float32))
+        fitted, how = self._fit(x)
+        out = self.run(fitted)
         logits = torch.from_numpy(check_logits(np.asarray(out), fitted.shape[0], self.num_classes, self.path))
-        return restore_output(logits, size, how)
+        return restore_output(logits, tuple(x.shape[-2:]), how)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """The bare model: (1, 3, h, w) float32 at the accepted size -> logits."""
@@ -147,24 +151,18 @@ class _OnnxFileRuntime(Runtime):
     def labels(self, x: Tensor, size: tuple[int, int]) -> Tensor:
         """Labels computed by the runtime itself, the model's graph extended by
         :func:`~hyperseg.runtime.labels.label_graph`, one compiled graph per input and output size."""
-        in_size = tuple(x.shape[-2:])
-        fitted, how = fit_input(x.cpu().float(), self.input_size or padded_size(in_size, self.size_multiple))
+        batch, how = self._fit(x)
         if how == "resize":  # a fixed-size file smaller than the image: its logits are resized back first
             return super().labels(x, size)
-        crop = in_size if how == "pad" else None
-        batch = np.ascontiguousarray(fitted.numpy(), dtype=np.float32)
+        crop = (int(x.shape[-2]), int(x.shape[-1])) if how == "pad" else None
         out = [self.run_labels(batch[i : i + 1], crop, (int(size[0]), int(size[1]))) for i in range(len(batch))]
         return torch.from_numpy(np.concatenate(out))
 
     def run_labels(self, x: np.ndarray, crop: Optional[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:
         """(1, 3, h, w) float32 at the accepted size -> (1, H, W) labels; see :meth:`labels`."""
-        key = (tuple(x.shape), crop, size)
-        if key in self.label_graphs:
-            self.label_graphs.move_to_end(key)
-        else:
-            self.label_graphs[key] = self.compile_labels(label_graph(self.path, crop, size, self.num_classes), x.shape)
-            _keep_newest(self.label_graphs)
-        labels, shape, total = self.run_label_graph(self.label_graphs[key], x)
+        compiled = _cached(self.label_graphs, (tuple(x.shape), crop, size),
+                           lambda: self.compile_labels(label_graph(self.path, crop, size, self.num_classes), x.shape))
+        labels, shape, total = self.run_label_graph(compiled, x)
         check_logits_summary(tuple(int(v) for v in shape), bool(np.isfinite(total)), x.shape[0], self.num_classes,
                              self.path)
         return labels
@@ -265,54 +263,63 @@ class OpenVinoRuntime(_OnnxFileRuntime):
         if self.precision == "bf16":
             require_openvino_bf16(core)
         self.core = core
-        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY",
-                       "INFERENCE_NUM_THREADS": torch.get_num_threads()}  # what torch was given, as onnxruntime
+        self.config: dict[str, Any] = {  # threads: what torch was given, as onnxruntime
+            "INFERENCE_PRECISION_HINT": self._HINTS[self.precision], "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": torch.get_num_threads()}
         try:
             self.graph = core.read_model(str(path))
-            # A file that takes any size is compiled once per input shape: OpenVINO's kernels for a
-            # known shape ran 1.9x (f32) to 2.1x (bf16) faster than its dynamic-shape ones here.
-            self.dynamic = self.graph.input(0).get_partial_shape().is_dynamic
-            self.requests: "OrderedDict[tuple[int, ...], Any]" = OrderedDict()  # least recently used first
-            if not self.dynamic:
-                # OpenVINO's own cache of the compiled blob: one entry per static file, pruned with
-                # ours. A dynamic file would add a blob per size it meets, and compiles in ~1 s anyway.
-                blobs = openvino_cache_dir()
-                if blobs is not None:  # None: a folder of that name that is not ours; compile without
-                    self.config["CACHE_DIR"] = str(blobs)  # this model's compiles only: the Core is shared
-                self.requests[()] = self._compile(self.graph)
-        except HypersegError:
-            raise
         except Exception as exc:
-            raise HypersegError(f"{path}: OpenVINO cannot compile it: {str(exc).splitlines()[0][:200]}") from None
+            raise HypersegError(f"{path}: OpenVINO cannot read it: {str(exc).splitlines()[0][:200]}") from None
+        # A file that takes any size is compiled once per input shape: OpenVINO's kernels for a
+        # known shape ran 1.9x (f32) to 2.1x (bf16) faster than its dynamic-shape ones here.
+        self.dynamic = self.graph.input(0).get_partial_shape().is_dynamic
+        # Compiled on first use, logits and label graphs alike: a Predictor only ever runs the latter.
+        self.requests: "OrderedDict[tuple[int, ...], Any]" = OrderedDict()  # least recently used first
+        if not self.dynamic:
+            # OpenVINO's own cache of the compiled blob: one entry per static graph, pruned with
+            # ours. A dynamic file would add a blob per size it meets, and compiles in ~1 s anyway.
+            blobs = openvino_cache_dir()
+            if blobs is not None:  # None: a folder of that name that is not ours; compile without
+                self.config["CACHE_DIR"] = str(blobs)  # this model's compiles only: the Core is shared
 
     def _compile(self, graph: Any) -> Any:
-        return self.core.compile_model(graph, "CPU", self.config).create_infer_request()
+        try:
+            return self.core.compile_model(graph, "CPU", self.config).create_infer_request()
+        except Exception as exc:
+            raise HypersegError(f"{self.path}: OpenVINO cannot compile it: {str(exc).splitlines()[0][:200]}") from None
+
+    def _shaped(self, shape: tuple[int, ...], graph: Any = None) -> Any:
+        """``graph`` (default: the file's) with its input fixed to ``shape`` when the file takes any."""
+        graph = self.graph.clone() if graph is None else graph
+        if self.dynamic:
+            graph.reshape({graph.input(0).get_any_name(): list(shape)})
+        return graph
 
     def compile_labels(self, graph: bytes, shape: tuple[int, ...]) -> Any:
-        model = self.core.read_model(graph)
-        if self.dynamic:
-            model.reshape({model.input(0).get_any_name(): list(shape)})
-        return self._compile(model)
+        return self._compile(self._shaped(shape, self.core.read_model(graph)))
 
     def run_label_graph(self, compiled: Any, x: np.ndarray) -> list[np.ndarray]:
         compiled.infer({0: x})
         return [compiled.get_output_tensor(i).data.copy() for i in range(3)]
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        key = tuple(x.shape) if self.dynamic else ()
-        if key in self.requests:
-            self.requests.move_to_end(key)
-        else:
-            graph = self.graph.clone()
-            graph.reshape({graph.input(0).get_any_name(): list(x.shape)})
-            self.requests[key] = self._compile(graph)
-            _keep_newest(self.requests)  # memory does not grow with every new shape
-        request = self.requests[key]
+        request = _cached(self.requests, tuple(x.shape) if self.dynamic else (), lambda: self._compile(self._shaped(x.shape)))
         request.infer({0: x})
         return request.get_output_tensor(0).data.copy()
 
 
 ONNX_RUNTIMES = {"onnxruntime": OnnxRuntimeRuntime, "openvino": OpenVinoRuntime}
+
+
+def _cached(compiled: OrderedDict, key: Any, build: Callable[[], Any]) -> Any:
+    """``compiled[key]``, built on first use, as the most recently used entry; at most
+    :data:`MAX_COMPILED_SIZES` entries stay (see :func:`_keep_newest`)."""
+    if key in compiled:
+        compiled.move_to_end(key)
+        return compiled[key]
+    compiled[key] = made = build()
+    _keep_newest(compiled)  # memory does not grow with every new shape
+    return made
 
 
 def _keep_newest(compiled: OrderedDict) -> None:
@@ -364,9 +371,9 @@ class ConvertedRuntime(Runtime):
         """The compiled model for inputs of ``size`` (converted and cached on first use). At most
         :data:`MAX_COMPILED_SIZES` stay in memory, the least recently used going first."""
         target = padded_size(size, self.size_multiple) if self.shapes == "static" else None  # None: any size
-        if target in self.engines:
-            self.engines.move_to_end(target)
-            return self.engines[target]
+        return _cached(self.engines, target, lambda: self._convert(target))
+
+    def _convert(self, target: Optional[tuple[int, int]]) -> _OnnxFileRuntime:
         with cache_lock():  # no other thread prunes the file between finding and reading it
             path, seconds = cached_onnx(self.model, target, "int8" if self.precision == "int8" else "fp32",
                                         calibration=self.calibration, calibration_count=self.calibration_count)
@@ -375,8 +382,6 @@ class ConvertedRuntime(Runtime):
         if seconds:
             _log.info("converted the model for %s at %s (%s) in %.1f s, cached as %s",
                       self.name, size_label(target), self.precision, seconds, path)
-        self.engines[target] = engine
-        _keep_newest(self.engines)
         return engine
 
     def infer(self, x: Tensor) -> Tensor:

@@ -34,9 +34,9 @@ __all__ = ["MIOU_TOLERANCE", "MIN_AGREEMENT", "CPU_KINDS", "cpu_kind", "Precisio
 MIOU_TOLERANCE = 0.003  # a fraction: 0.3 mIoU points below fp32 at most
 # Label agreement with fp32, on the sample images, that a checkpoint without measurements needs for
 # bf16. On the four built-in models bf16 agreed on 99.85-99.91 % of the pixels with val mIoU within
-# 0.06 of fp32, and int8 on 99.44-99.69 % with val mIoU within 0.13
-# (results/epyc-avx512-2026-12-07/precision_evidence.json): at 99.5 % a checkpoint is as close to
-# fp32 as those whose accuracy stayed well inside 0.3.
+# 0.06 of fp32, and int8 on 99.44-99.69 % with val mIoU within 0.13 (scripts/package_weights.py
+# --measure-only): at 99.5 % a checkpoint is as close to fp32 as those whose accuracy stayed well
+# inside 0.3.
 MIN_AGREEMENT = 0.995
 
 # what decides the fastest precision, and how each kind is described next to a measurement
@@ -161,20 +161,16 @@ def label_agreement(reference: Any, other: Any, folder: Path) -> float:
     ``reference`` does (both runtimes of the same weights; each image seen at the weights' input
     scale and labelled at its own size, by each runtime's own labels path, as predict does)."""
     import torch
-    import torch.nn.functional as F
 
     from ..data.io import IMAGE_EXTENSIONS, read_image
     from ..data.transforms import normalize
-    from .base import scaled_size
+    from .base import to_seen_size
 
-    scale = float(reference.meta.get("input_scale", 1.0))
     same = total = 0
     for path in sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
         x = normalize(torch.from_numpy(read_image(path).copy()).permute(2, 0, 1), reference.mean, reference.std)[None]
         size = (int(x.shape[-2]), int(x.shape[-1]))
-        seen = scaled_size(size, scale)
-        if seen != size:  # antialiased, as predict resizes
-            x = F.interpolate(x, size=seen, mode="bilinear", align_corners=False, antialias=scale < 1)
+        x = to_seen_size(reference, x)
         with torch.inference_mode():
             a = reference.labels(x, size)
             b = other.labels(x, size)
