@@ -7,14 +7,14 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from .errors import HypersegError, OutputExistsError
-from .pretrained import DEFAULT_MODEL
+from .hub.weights import DEFAULT_MODEL
 
 __all__ = ["main"]
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
     from .model import list_models, model_cfg
-    from .pretrained import get_weights, list_weights
+    from .hub.weights import get_weights, list_weights
 
     for name in list_models(args.pattern):
         cfg = model_cfg(name)
@@ -66,7 +66,7 @@ def _check_output(path, option: str, overwrite: bool, inputs: Sequence = ()) -> 
 
     if path is None:
         return
-    from .checkpoint import refuse_replacing_inputs
+    from .hub.checkpoint import refuse_replacing_inputs
 
     path = Path(path)
     refuse_replacing_inputs([path], inputs, option)
@@ -77,8 +77,8 @@ def _check_output(path, option: str, overwrite: bool, inputs: Sequence = ()) -> 
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
-    from .checkpoint import save_model
-    from .official import from_official
+    from .hub.checkpoint import save_model
+    from .hub.official import from_official
 
     _check_output(args.output, "output", args.overwrite, inputs=[args.checkpoint])
     model = from_official(args.checkpoint, config=args.config)
@@ -135,8 +135,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .engine.config import load_config
-    from .engine.trainer import train
+    from .train.config import load_config
+    from .train.trainer import train
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume)
@@ -219,7 +219,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from .data import check_drive_pattern, split_names
-    from .engine.evaluate import evaluate
+    from .train.evaluate import evaluate
     from .runtime import load_runtime
 
     split_names(args.split, "--split")
@@ -227,7 +227,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     _check_output(args.out, "--out", args.overwrite, inputs=[args.model])
     _check_output(args.confusion_image, "--confusion-image", args.overwrite, inputs=[args.model])
     dataset = _dataset_from_args(args, args.split)
-    from .checkpoint import refuse_replacing_inputs
+    from .hub.checkpoint import refuse_replacing_inputs
 
     files = [p for pair in dataset.samples for p in pair if p is not None]
     for option, target in (("--out", args.out), ("--confusion-image", args.confusion_image)):
@@ -237,7 +237,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         from .errors import require
 
         require("matplotlib", "viz", "--confusion-image")
-    from .engine.distributed import init_process
+    from .process.distributed import init_process
 
     proc = init_process(args.device)  # under torchrun: each rank scores its share, the confusion matrices are summed
     model = load_runtime(args.model, **{**_runtime_options(args), "device": str(proc.device)})
@@ -256,22 +256,22 @@ def _cmd_eval(args: argparse.Namespace) -> None:
           f"{metrics['miou_all_classes'] * 100:.2f})  pixel acc {metrics['pixel_acc'] * 100:.2f}  "
           f"mean class acc {metrics['mean_class_acc'] * 100:.2f}")
     if args.out:
-        from .checkpoint import atomic_write_text
+        from .hub.checkpoint import atomic_write_text
 
         atomic_write_text(Path(args.out), json.dumps({**_in_percent(metrics), "confusion_matrix": matrix,
                                                       "model": str(args.model), "split": args.split}, indent=2))
         print(f"wrote {args.out}")
     if args.confusion_image:
-        from .engine.plots import save_confusion_image
+        from .train.plots import save_confusion_image
 
         save_confusion_image(matrix, list(metrics["per_class_iou"]), args.confusion_image)
         print(f"wrote {args.confusion_image}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .engine.distributed import init_process
-    from .engine.predict import Predictor, check_alpha, collect_inputs
-    from .engine.predict_job import check_output_folder, job_options, predict_job
+    from .process.distributed import init_process
+    from .infer.predictor import Predictor, check_alpha, collect_inputs
+    from .infer.jobs import check_output_folder, job_options, predict_job
 
     if args.max_size < 0:
         raise HypersegError(f"--max-size {args.max_size}: expected a number of pixels, or 0 for no limit")
@@ -337,7 +337,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
         calibration_files(args.calibration, args.calibration_count)  # a bad folder fails before the export
     if args.dynamic and args.size:
         raise HypersegError("--size and --dynamic exclude each other: a --dynamic file takes any size")
-    from .runtime.resolve import is_untrained_architecture
+    from .hub.resolve import is_untrained_architecture
 
     if is_untrained_architecture(args.model):  # a file to test a deployment or time it with, not to segment with
         print(f"hyperseg export: warning: {args.model} is an architecture without weights, so the file holds "
@@ -365,8 +365,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     import itertools
     from pathlib import Path
 
-    from .checkpoint import atomic_write_text
-    from .engine.bench import benchmark, format_report
+    from .hub.checkpoint import atomic_write_text
+    from .bench.harness import benchmark, format_report
 
     _check_output(args.out, "--out", args.overwrite, inputs=[args.model, args.image])
     runtimes, precisions = _split_list(args.runtime), _split_list(args.precision)

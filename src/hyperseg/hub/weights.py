@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .classes import CAMVID_CLASSES, CAMVID_PALETTE
-from .errors import HypersegError, NotFoundError
+from ..classes import CAMVID_CLASSES, CAMVID_PALETTE
+from ..errors import HypersegError, NotFoundError
 
 __all__ = ["Weights", "register_weights", "get_weights", "list_weights", "is_weights_name", "file_sha256", "WEIGHT_FORMATS",
            "DEFAULT_MODEL"]
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # the package root: record files are paths inside it
 DEFAULT_MODEL = "camvid"  # what every command and Predictor use when no model is given
 WEIGHT_FORMATS = ("hyperseg", "official")  # our checkpoint, or the authors' released .pth
 

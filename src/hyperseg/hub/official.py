@@ -14,11 +14,11 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
-from .errors import HypersegError, InputTypeError, NotFoundError
-from .model.config import HyperSegConfig
-from .model.hyperseg import HyperSeg
-from .model.registry import get_model_builder, list_models, model_cfg
-from .safe_load import safe_torch_load
+from ..errors import HypersegError, InputTypeError, NotFoundError
+from ..model.config import HyperSegConfig
+from ..model.hyperseg import HyperSeg
+from ..model.registry import get_model_builder, list_models, model_cfg
+from ..safe_load import safe_torch_load
 
 __all__ = ["from_official", "config_from_arch", "parse_arch", "convert_state_dict", "OfficialCheckpointError"]
 

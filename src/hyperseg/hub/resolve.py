@@ -7,11 +7,11 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from ..checkpoint import CHECKPOINT_FORMAT, load_model
+from .checkpoint import CHECKPOINT_FORMAT, load_model
 from ..errors import HypersegError
 from ..model import create_model, list_models
-from ..official import from_official
-from ..pretrained import DEFAULT_MODEL, is_weights_name, list_weights
+from .official import from_official
+from .weights import DEFAULT_MODEL, is_weights_name, list_weights
 
 __all__ = ["resolve_model", "is_untrained_architecture", "untrained_message"]
 

@@ -17,14 +17,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from ..checkpoint import atomic_write, refuse_replacing_inputs
+from ..hub.checkpoint import atomic_write, refuse_replacing_inputs
 from ..classes import default_palette
 from ..data.io import IMAGE_EXTENSIONS, DataError, read_image
 from ..errors import HypersegError, OutputExistsError, ResourceError, require
 from ..runtime import Runtime, load_runtime
 from ..model.hyperseg import MIN_INPUT_SIZE
-from ..pretrained import DEFAULT_MODEL
-from .inference import check_test_time_options, model_input_size, predict_labels
+from ..hub.weights import DEFAULT_MODEL
+from ..runtime.inference import check_test_time_options, model_input_size, predict_labels
 
 __all__ = ["Predictor", "collect_inputs", "output_names", "VIDEO_EXTENSIONS", "DEFAULT_MODEL", "DEFAULT_MAX_SIZE"]
 
@@ -121,7 +121,7 @@ class Predictor:
         precision: ``"auto"`` (the fastest precision on this CPU whose accuracy stays within 0.3 mIoU
             of fp32 for these weights; ``runtime.statement()`` says what it took and why),
             ``"fp32"`` (exact), ``"bf16"`` or ``"int8"``.
-        flip: test-time horizontal flip, see ``engine.inference.predict_logits``.
+        flip: test-time horizontal flip, see :func:`~hyperseg.runtime.inference.predict_logits`.
         scales: test-time scales, relative to the size the model sees.
         window: sliding-window (H, W) for images larger than the model should see at once.
         calibration: image folder for int8 conversion of a PyTorch model.

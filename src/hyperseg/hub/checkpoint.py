@@ -15,13 +15,13 @@ from typing import Any, BinaryIO, Callable, Optional, Sequence, Union
 
 import torch
 
-from .errors import HypersegError, InputTypeError, NotFoundError, OutputExistsError
-from .model.config import HyperSegConfig
-from .model.hyperseg import HyperSeg
-from .model.smp_baseline import SMPConfig, SMPModel
-from .pretrained import Weights, get_weights, is_weights_name, list_weights
-from .meta_schema import check_model_meta
-from .safe_load import safe_torch_load
+from ..errors import HypersegError, InputTypeError, NotFoundError, OutputExistsError
+from ..model.config import HyperSegConfig
+from ..model.hyperseg import HyperSeg
+from ..model.smp_baseline import SMPConfig, SMPModel
+from .weights import Weights, get_weights, is_weights_name, list_weights
+from ..meta_schema import check_model_meta
+from ..safe_load import safe_torch_load
 
 __all__ = ["save_model", "load_model", "load_training_checkpoint", "atomic_write", "atomic_save", "refuse_replacing_inputs", "atomic_write_text", "builtin_weights", "CHECKPOINT_FORMAT"]
 
