@@ -22,8 +22,8 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from hyperseg.engine.config import load_config
-from hyperseg.engine.predict import Predictor
+from hyperseg.train.config import load_config
+from hyperseg.infer.predictor import Predictor
 from hyperseg.profile import profile
 from hyperseg.runtime import resolve_model
 

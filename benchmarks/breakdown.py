@@ -16,8 +16,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from hyperseg.engine.bench import machine_info
-from hyperseg.engine.predict import Predictor
+from hyperseg.bench.harness import machine_info
+from hyperseg.infer.predictor import Predictor
 
 
 def stage_modules(model):

@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=30)
     args = p.parse_args()
     import torch
-    from hyperseg.engine.bench import machine_info
+    from hyperseg.bench.harness import machine_info
     from hyperseg.runtime.onnx_runtimes import ONNX_RUNTIMES
 
     engine = ONNX_RUNTIMES[args.runtime]

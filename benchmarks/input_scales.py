@@ -26,7 +26,7 @@ def main() -> None:
                         help="classes whose IoU is printed beside the mean")
     args = parser.parse_args()
     from hyperseg.data import build_dataset
-    from hyperseg.engine.evaluate import evaluate
+    from hyperseg.train.evaluate import evaluate
     from hyperseg.runtime import load_runtime, resolve_model
 
     dataset = build_dataset(args.dataset, root=args.data, split=args.split)

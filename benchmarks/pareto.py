@@ -137,14 +137,14 @@ def build(name: str) -> nn.Module:
 
 def _timed_rounds(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
     """Milliseconds per call of each named function, interleaved as ``hyperseg bench`` times them."""
-    from hyperseg.engine.bench import interleaved
+    from hyperseg.bench.harness import interleaved
 
     return {name: [t * 1e3 for t in times] for name, times in zip(fns, interleaved(list(fns.values()), rounds))}
 
 
 def child(args: argparse.Namespace) -> None:
     """One runtime and precision: every candidate, timed interleaved; a JSON line per candidate."""
-    from hyperseg.engine.predict import Predictor
+    from hyperseg.infer.predictor import Predictor
     from hyperseg.errors import HypersegError
     from hyperseg.profile import profile
     from hyperseg.runtime import load_runtime
@@ -266,7 +266,7 @@ def main() -> None:
     if args.child:
         return child(args)
 
-    from hyperseg.engine.bench import machine_info
+    from hyperseg.bench.harness import machine_info
 
     runtimes = [r for r in args.runtimes.split(",") if r]
     rows = []
@@ -278,7 +278,7 @@ def main() -> None:
               "specs": {name: CANDIDATES[name] for name in args.only}, "rows": rows, "fastest": summarise(rows)}
     print(markdown(result))
     if args.json:
-        from hyperseg.checkpoint import atomic_write_text
+        from hyperseg.hub.checkpoint import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
 

@@ -79,7 +79,7 @@ def main() -> None:
                 shutil.rmtree(out)
     import torch
 
-    from hyperseg.engine.bench import machine_info
+    from hyperseg.bench.harness import machine_info
 
     base = statistics.median(x["images_per_s"] for x in results[names[0]])
     rows = []

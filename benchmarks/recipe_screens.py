@@ -136,7 +136,7 @@ def main() -> None:
 
 def write_report(rows: dict[str, dict], args: argparse.Namespace) -> None:
     """Write the finished rows to --json (atomically), so an interrupted screen keeps them."""
-    from hyperseg.engine.bench import machine_info
+    from hyperseg.bench.harness import machine_info
 
     if rows and args.json:
         tmp = args.json.with_suffix(".tmp")

@@ -37,7 +37,7 @@ from typing import Optional
 
 import httpx
 
-from hyperseg.engine.bench import machine_info
+from hyperseg.bench.harness import machine_info
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "hyperseg" / "assets" / "camvid_sample_1.png"
 

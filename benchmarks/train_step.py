@@ -27,8 +27,8 @@ from pathlib import Path
 
 def child(args: argparse.Namespace) -> None:
     """One variant, one process: print a JSON line with its per-step times."""
-    from hyperseg.engine.config import load_config
-    from hyperseg.engine.trainer import Trainer
+    from hyperseg.train.config import load_config
+    from hyperseg.train.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         total = args.warmup + args.steps
@@ -79,7 +79,7 @@ def main() -> None:
     if args.child:
         return child(args)
 
-    from hyperseg.engine.bench import machine_info
+    from hyperseg.bench.harness import machine_info
 
     variants = {}
     for spec in args.variant or ["base="]:

@@ -55,8 +55,9 @@ class SourceTreeError(RuntimeError):
 def cli_reference(src: Path) -> str:
     """The page for the hyperseg whose package is ``src/hyperseg`` (``src``: a checkout's ``src`` folder)."""
     src = Path(src).resolve()
-    if not (src / "hyperseg" / "cli.py").is_file():
-        raise SourceTreeError(f"{src / 'hyperseg' / 'cli.py'} not found; the CLI page is generated from the "
+    entry = src / "hyperseg" / "cli" / "__init__.py"
+    if not entry.is_file():
+        raise SourceTreeError(f"{entry} not found; the CLI page is generated from the "
                               f"source tree beside mkdocs.yml, so build the docs from a full checkout")
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(src)], capture_output=True,
                           encoding="utf-8", env={**os.environ, "PYTHONIOENCODING": "utf-8"}, timeout=600)
@@ -87,7 +88,7 @@ def _main(src: Path) -> None:
     import hyperseg.cli
 
     origin = Path(hyperseg.cli.__file__).resolve()
-    if origin != src / "hyperseg" / "cli.py":
+    if origin != src / "hyperseg" / "cli" / "__init__.py":
         sys.exit(f"imported hyperseg.cli from {origin}, not from {src}")
     sys.stdout.write(_page(hyperseg.cli.build_parser))
 

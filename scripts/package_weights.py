@@ -12,7 +12,7 @@ carries; `--measure-only NAME` does only that, for weights already registered:
     python scripts/package_weights.py --measure-only camvid --data ../shared/data/camvid For a
 run trained on train + val (the paper's protocol) that number is the fit of data it trained on,
 and the metadata says so. It prints the `Weights(...)` record to register in
-`src/hyperseg/pretrained.py`, with the file's SHA-256.
+`src/hyperseg/hub/weights.py`, with the file's SHA-256.
 """
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 import hyperseg
-from hyperseg.checkpoint import load_model, save_model
+from hyperseg.hub.checkpoint import load_model, save_model
 from hyperseg.data import build_dataset
-from hyperseg.engine.evaluate import evaluate
-from hyperseg.pretrained import file_sha256
+from hyperseg.train.evaluate import evaluate
+from hyperseg.hub.weights import file_sha256
 
 WEIGHTS = Path(hyperseg.__file__).resolve().parent / "weights"
 
@@ -65,7 +65,7 @@ def main() -> None:
     if args.measure_only:
         import json
 
-        from hyperseg.pretrained import get_weights
+        from hyperseg.hub.weights import get_weights
 
         record = get_weights(args.measure_only)
         split = (record.metrics.get("val_split") or "camvid:val").split(":")
@@ -109,7 +109,7 @@ def main() -> None:
     size = out.stat().st_size / 2**20
     print(f"wrote {out} ({size:.1f} MB), val mIoU {metrics['miou'] * 100:.2f}")
     digest = file_sha256(out)
-    print(f"register it in src/hyperseg/pretrained.py: Weights(name={args.name!r}, file='weights/{out.name}', "
+    print(f"register it in src/hyperseg/hub/weights.py: Weights(name={args.name!r}, file='weights/{out.name}', "
           f"sha256={digest!r}, metrics={{'val_miou': {metrics['miou']!r}, 'val_split': {meta['val_split']!r}, "
           f"'val_in_training': {meta['val_in_training']!r}, 'precision_miou': {evidence['precision_miou']!r}}}, "
           f"recipe={{'command': {args.command!r}, 'train_split': {data.get('train_split', 'train')!r}, "

@@ -10,7 +10,7 @@ import hyperseg
 
 
 def test_every_public_name_is_importable_from_the_root():
-    from hyperseg.engine.predict import Predictor
+    from hyperseg.infer.predictor import Predictor
     from hyperseg.runtime import load_runtime
 
     assert hyperseg.Predictor is Predictor and hyperseg.load_runtime is load_runtime
@@ -27,6 +27,6 @@ def test_the_root_predictor_segments_a_sample():
 
 
 def test_importing_the_root_does_not_load_the_inference_layer():
-    code = "import sys, hyperseg; print('hyperseg.engine.predict' in sys.modules)"
+    code = "import sys, hyperseg; print('hyperseg.infer.predictor' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["False"], done.stderr[-2000:]

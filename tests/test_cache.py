@@ -14,7 +14,7 @@ import torch
 
 import hyperseg
 import hyperseg.runtime.cache as cache
-from hyperseg.checkpoint import atomic_write
+from hyperseg.hub.checkpoint import atomic_write
 from hyperseg.errors import HypersegError, ResourceError
 
 SAMPLE = Path(hyperseg.__file__).resolve().parent / "assets" / "camvid_sample_1.png"

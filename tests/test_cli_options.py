@@ -146,7 +146,7 @@ def test_predict_legend_and_no_legend(street, tmp_path):
 
 
 def test_predict_batch_size_groups_same_size_images_and_keeps_their_labels(eager, street, tmp_path, monkeypatch):
-    from hyperseg.engine.predict import Predictor
+    from hyperseg.infer.predictor import Predictor
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -204,7 +204,7 @@ def test_eval_options_give_the_confusion_matrix_of_a_naive_computation(eager, ti
                                                                        monkeypatch, option, tta, batches):
     import importlib
 
-    evaluate_module = importlib.import_module("hyperseg.engine.evaluate")  # the package re-exports the function
+    evaluate_module = importlib.import_module("hyperseg.train.evaluate")
     seen, predict_labels = [], evaluate_module.predict_labels
 
     def spy(model, image, **kwargs):
@@ -349,7 +349,7 @@ def test_export_opset_and_calibration_count(tmp_path, file_opens):
 
 
 def test_convert_overwrite_replaces_an_existing_output(fill, tmp_path, capsys):
-    from hyperseg.official import from_official
+    from hyperseg.hub.official import from_official
 
     ckpt = fill.reference_checkpoint("camvid_efficientnet_b1_hyperseg-s")
     torch.save(ckpt, tmp_path / "authors.pth")

@@ -8,8 +8,8 @@ import torch
 import hyperseg
 from hyperseg.classes import CAMVID_CLASSES
 from hyperseg.cli import main as cli_main
-from hyperseg.engine.distill import DistillationLoss, Teacher, soft_kl
-from hyperseg.engine.losses import build_loss
+from hyperseg.train.distill import DistillationLoss, Teacher, soft_kl
+from hyperseg.train.losses import build_loss
 
 TINY = [
     "model.name=hyperseg", "model.options.encoder_name=tf_efficientnet_lite0",

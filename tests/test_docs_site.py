@@ -94,7 +94,7 @@ def _hook(checkout):
 
 
 def test_the_cli_page_comes_from_the_checkout_being_built(tmp_path):
-    """Another checkout whose cli.py says something else: its page says that, not what the installed
+    """Another checkout whose command line says something else: its page says that, not what the installed
     hyperseg (this checkout) says."""
     import shutil
 
@@ -107,7 +107,7 @@ def test_the_cli_page_comes_from_the_checkout_being_built(tmp_path):
     shutil.copytree(REPO / "docs", checkout / "docs")
     shutil.copytree(REPO / "scripts", checkout / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "src", checkout / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pt", "*.egg-info"))
-    cli = checkout / "src" / "hyperseg" / "cli.py"
+    cli = checkout / "src" / "hyperseg" / "cli" / "export.py"
     original = 'help="the .onnx file to write"'
     assert original in cli.read_text()
     cli.write_text(cli.read_text().replace(original, 'help="the ONNX file, as only the other checkout says"'))
@@ -126,5 +126,5 @@ def test_the_cli_page_refuses_a_checkout_without_its_source_tree(tmp_path):
     from mkdocs.exceptions import PluginError
 
     (tmp_path / "mkdocs.yml").write_text("site_name: x\n")
-    with pytest.raises(PluginError, match=r"src/hyperseg/cli\.py not found"):
+    with pytest.raises(PluginError, match=r"src/hyperseg/cli/__init__\.py not found"):
         _hook(REPO).on_files([], SimpleNamespace(config_file_path=str(tmp_path / "mkdocs.yml")))

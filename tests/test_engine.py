@@ -11,10 +11,10 @@ import hyperseg
 
 from hyperseg.data.sampler import StepSampler
 from hyperseg.data.transforms import TrainTransform, sample_generator
-from hyperseg.engine.config import ConfigError, load_config
-from hyperseg.engine.inference import predict_logits
-from hyperseg.engine.losses import BootstrappedCrossEntropy, build_loss
-from hyperseg.engine.metrics import ConfusionMatrix
+from hyperseg.train.config import ConfigError, load_config
+from hyperseg.runtime.inference import predict_logits
+from hyperseg.train.losses import BootstrappedCrossEntropy, build_loss
+from hyperseg.train.metrics import ConfusionMatrix
 
 
 def _bootstrapped_oracle(logits, target, k, thresh, weight=None):
@@ -244,7 +244,7 @@ def test_predict_never_replaces_an_input(tmp_path, capsys):
 
 def test_same_stem_inputs_get_distinct_outputs(tmp_path):
     from hyperseg.cli import main as cli_main
-    from hyperseg.engine.predict import output_names
+    from hyperseg.infer.predictor import output_names
 
     assert output_names([Path("a/x.png"), Path("a/x.jpg"), Path("b/x.png"), Path("y.png")]) == \
         ["x_png_1", "x_jpg", "x_png_2", "y"]

@@ -71,7 +71,7 @@ def test_an_unknown_focus_class_is_one_line_naming_the_classes(tiny_camvid, tmp_
 
 
 def test_focus_prob_out_of_range_is_refused():
-    from hyperseg.engine.config import load_config
+    from hyperseg.train.config import load_config
 
     with pytest.raises(HypersegError, match="data.focus_prob"):
         load_config(None, ["data.focus_prob=1.5"])
@@ -79,8 +79,8 @@ def test_focus_prob_out_of_range_is_refused():
 
 def test_focus_prob_without_focus_classes_is_refused_naming_both(tmp_path):
     """A crop focus with no class to focus on would silently give uniform crops."""
-    from hyperseg.engine.config import ConfigError, RunConfig, load_config
-    from hyperseg.engine.trainer import Trainer
+    from hyperseg.train.config import ConfigError, RunConfig, load_config
+    from hyperseg.train.trainer import Trainer
 
     with pytest.raises(ConfigError) as err:
         load_config(None, ["data.focus_prob=0.5"])

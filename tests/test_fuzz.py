@@ -15,7 +15,7 @@ from PIL import Image
 
 from hyperseg.data import build_dataset
 from hyperseg.data.io import read_image
-from hyperseg.engine.predict import Predictor
+from hyperseg.infer.predictor import Predictor
 from hyperseg.errors import HypersegError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow reports damaged EXIF as it reads
@@ -222,7 +222,7 @@ _ARCH_PIECES = ["hyperseg.models.hyperseg_efficientnet.hyperseg_efficientnet", "
 @given(pieces=st.lists(st.sampled_from(_ARCH_PIECES), max_size=14), raw=st.text(max_size=40), use_raw=st.booleans())
 def test_authors_arch_strings_parse_or_raise_our_error(pieces, raw, use_raw):
     """Any arch string, from fragments of real ones or random text: a config, or one-line error."""
-    from hyperseg.official import config_from_arch
+    from hyperseg.hub.official import config_from_arch
 
     arch = raw if use_raw else " ".join(pieces)
     _only_our_errors(lambda: config_from_arch(arch))

@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 import hyperseg
-from hyperseg.checkpoint import atomic_write, save_model
+from hyperseg.hub.checkpoint import atomic_write, save_model
 from hyperseg.cli import main as cli_main
 from hyperseg.data.io import DataError, read_image
-from hyperseg.engine.predict import Predictor
+from hyperseg.infer.predictor import Predictor
 from hyperseg.errors import HypersegError
 
 TINY = [
@@ -115,7 +115,7 @@ def test_resume_applies_a_longer_schedule(trained_run, tiny_camvid, tmp_path, ca
 
 def test_two_trainers_never_share_a_run_and_a_killed_holder_leaves_no_stale_lock(trained_run, tiny_camvid,
                                                                                  tmp_path, capfd):
-    from hyperseg.engine.runlock import RunLock
+    from hyperseg.process.runlock import RunLock
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
@@ -127,7 +127,7 @@ def test_two_trainers_never_share_a_run_and_a_killed_holder_leaves_no_stale_lock
     assert _snapshot(run) == before
     holder.release()
     # a holder killed with SIGKILL: the kernel drops its lock with the process
-    script = f"import sys, time; from hyperseg.engine.runlock import RunLock; RunLock({str(run)!r}).acquire(); " \
+    script = f"import sys, time; from hyperseg.process.runlock import RunLock; RunLock({str(run)!r}).acquire(); " \
              f"print('held', flush=True); time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
@@ -222,7 +222,7 @@ def test_atomic_write_on_a_full_disk_keeps_the_old_file_and_no_temporary(tmp_pat
 
 def test_torch_save_failing_on_a_full_disk_is_one_sentence(tmp_path, monkeypatch):
     """torch.save's zip writer raises RuntimeError (not OSError) when a write fails."""
-    from hyperseg.checkpoint import atomic_save
+    from hyperseg.hub.checkpoint import atomic_save
 
     target = tmp_path / "last.pt"
     target.write_bytes(b"previous checkpoint")
@@ -253,7 +253,7 @@ def test_a_long_legal_file_name_is_segmented(tmp_path):
 def test_output_names_for_many_files_are_unique_and_do_not_hang():
     """40,000 inputs whose stems repeat across folders: unique names, within a guard time (the
     quadratic version took ~90 s)."""
-    script = ("from pathlib import Path; from hyperseg.engine.predict import output_names; "
+    script = ("from pathlib import Path; from hyperseg.infer.predictor import output_names; "
               "files = [Path(f'/data/drive{i % 7}/frame_{i // 7:05d}.png') for i in range(40_000)]; "
               "names = output_names(files); assert len(set(names)) == len(files); "
               "assert names[:2] == ['frame_00000_png_1', 'frame_00000_png_2'] and names[7] == 'frame_00001_png_1'")
@@ -300,7 +300,7 @@ def test_serve_limits_must_be_finite(option, value, capfd):
 
 def test_confusion_image_without_the_viz_extra_fails_before_evaluating(tiny_camvid, tmp_path, capfd, monkeypatch):
     # the module, not the package attribute: the package re-exports a function of that name
-    evaluate_module = importlib.import_module("hyperseg.engine.evaluate")
+    evaluate_module = importlib.import_module("hyperseg.train.evaluate")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the extra were not installed
     monkeypatch.setattr(evaluate_module, "evaluate", lambda *a, **k: pytest.fail("evaluated before the check"))
     code, err = _run(["eval", "--data", tiny_camvid, "--confusion-image", tmp_path / "cm.png", "--workers", "0"], capfd)
@@ -405,7 +405,7 @@ def test_sync_bn_on_cpu_is_refused(tiny_camvid, tmp_path, capfd):
 
 
 def test_yaml_numbers_written_as_text_are_read_as_numbers(tmp_path):
-    from hyperseg.engine.config import load_config
+    from hyperseg.train.config import load_config
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("optim:\n  lr: 1e-3\n  max_iters: 2.0\ntrain:\n  amp: off\n")  # PyYAML: '1e-3' text, off false
@@ -546,7 +546,7 @@ def test_debug_shows_the_traceback_and_bugs_are_never_hidden(tiny_camvid, monkey
     def bug(*_, **__):
         raise ZeroDivisionError("a bug in hyperseg")
 
-    monkeypatch.setattr(sys.modules["hyperseg.engine.evaluate"], "evaluate", bug)
+    monkeypatch.setattr(sys.modules["hyperseg.train.evaluate"], "evaluate", bug)
     with pytest.raises(ZeroDivisionError):  # not our error class: not turned into a one-liner
         cli_main([str(a) for a in args[:-2]])
 

@@ -6,8 +6,8 @@ from torch import nn
 
 import hyperseg
 from hyperseg.data.transforms import TrainTransform
-from hyperseg.engine.inference import predict_logits
-from hyperseg.engine.predict import Predictor
+from hyperseg.runtime.inference import predict_logits
+from hyperseg.infer.predictor import Predictor
 
 
 class Recorder(nn.Module):

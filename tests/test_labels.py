@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hyperseg
-from hyperseg.engine.inference import predict_labels
+from hyperseg.runtime.inference import predict_labels
 from hyperseg.runtime import export_onnx, load_runtime
 from hyperseg.runtime.labels import resized_labels
 
@@ -80,7 +80,7 @@ def test_runtime_label_graphs_equal_the_torch_labels_of_their_own_logits(padded_
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_the_predictor_uses_the_runtimes_labels(padded_onnx, runtime, monkeypatch):
     pytest.importorskip(runtime, reason=f"the {runtime} runtime is not installed")
-    from hyperseg.engine.predict import Predictor
+    from hyperseg.infer.predictor import Predictor
 
     predictor = Predictor(load_runtime(padded_onnx, runtime=runtime, precision="fp32"))
     calls = []

@@ -4,7 +4,7 @@ import torch
 
 import hyperseg
 from hyperseg.cli import main as cli_main
-from hyperseg.official import OfficialCheckpointError, config_from_arch, from_official
+from hyperseg.hub.official import OfficialCheckpointError, config_from_arch, from_official
 
 CONFIGS = [
     "camvid_efficientnet_b1_hyperseg-l",

@@ -11,8 +11,8 @@ from PIL import Image
 import hyperseg
 from hyperseg.cli import build_parser
 from hyperseg.cli import main as cli_main
-from hyperseg.engine.bench import benchmark
-from hyperseg.engine.inference import predict_logits
+from hyperseg.bench.harness import benchmark
+from hyperseg.runtime.inference import predict_logits
 from hyperseg.errors import ResourceError
 from hyperseg.model import HyperSeg
 from hyperseg.runtime import load_runtime

@@ -14,9 +14,9 @@ from PIL import Image
 
 import hyperseg
 from hyperseg.cli import main as cli_main
-from hyperseg.engine.distributed import Process, shard
-from hyperseg.engine.predict import Predictor
-from hyperseg.engine.predict_manifest import MANIFEST_NAME, read_done
+from hyperseg.process.distributed import Process, shard
+from hyperseg.infer.predictor import Predictor
+from hyperseg.infer.manifest import MANIFEST_NAME, read_done
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
@@ -241,7 +241,7 @@ def _one_error(err: str) -> str:
 
 
 def test_output_names_are_unique_ignoring_case_and_never_take_another_inputs_name():
-    from hyperseg.engine.predict import output_names
+    from hyperseg.infer.predictor import output_names
 
     for files in ([Path("a.PNG"), Path("a.png"), Path("a_png_1.png")],
                   [Path("d1/x.png"), Path("d2/x.png"), Path("d3/x_png_1.png")],

@@ -5,7 +5,7 @@ import torch
 
 import hyperseg
 from hyperseg.cli import main as cli_main
-from hyperseg.engine.predict import Predictor
+from hyperseg.infer.predictor import Predictor
 from hyperseg.errors import HypersegError
 from hyperseg.runtime import export_onnx, load_runtime, resolve_model
 

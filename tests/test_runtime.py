@@ -16,7 +16,7 @@ from torch import nn
 
 import hyperseg
 from hyperseg.cli import main as cli_main
-from hyperseg.engine.predict import Predictor
+from hyperseg.infer.predictor import Predictor
 from hyperseg.errors import HypersegError, MissingExtraError
 from hyperseg.runtime import (bf16_supported, export_onnx, load_runtime, prepare_for_inference, quantize_onnx,
                               read_onnx_meta)
@@ -142,7 +142,7 @@ def test_onnx_runtimes_fit_other_sizes(camvid_onnx, runtime):
 
 def test_predictor_and_eval_accept_onnx(camvid_onnx, camvid_root):
     from hyperseg.data import build_dataset
-    from hyperseg.engine.evaluate import evaluate
+    from hyperseg.train.evaluate import evaluate
 
     torch_pred = Predictor("camvid", runtime="torch", precision="fp32")
     onnx_pred = Predictor(str(camvid_onnx), runtime="onnxruntime")

@@ -26,7 +26,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (the test extra)")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from hyperseg.engine.predict import Predictor  # noqa: E402
+from hyperseg.infer.predictor import Predictor  # noqa: E402
 from hyperseg.serve import create_app  # noqa: E402
 
 SAMPLE = Path(hyperseg.__file__).resolve().parent / "assets" / "camvid_sample_1.png"

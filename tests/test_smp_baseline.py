@@ -10,7 +10,7 @@ import torch
 
 import hyperseg
 from hyperseg.cli import main as cli_main
-from hyperseg.engine.trainer import Trainer
+from hyperseg.train.trainer import Trainer
 from hyperseg.errors import HypersegError, MissingExtraError
 
 smp = pytest.importorskip("segmentation_models_pytorch", reason="the smp extra is not installed: pip install -e '.[smp]'")

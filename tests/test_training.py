@@ -206,8 +206,8 @@ def test_cli_bad_inputs(tmp_path, capsys):
 
 def test_poly_schedule_follows_the_closed_form():
     """lr_t = lr_0 * (1 - t / T) ** p (SPEC's per-iteration poly), through torch's PolynomialLR."""
-    from hyperseg.engine.config import load_config
-    from hyperseg.engine.trainer import build_optimizer
+    from hyperseg.train.config import load_config
+    from hyperseg.train.trainer import build_optimizer
 
     cfg = load_config(None, ["optim.lr=0.001", "optim.max_iters=50", "optim.poly_power=0.9"])
     state = build_optimizer(cfg, torch.nn.Linear(2, 2))
@@ -221,7 +221,7 @@ def test_poly_schedule_follows_the_closed_form():
 def test_bf16_autocast_warns_only_where_it_is_emulated(tiny_camvid, tmp_path, capsys, monkeypatch, native):
     """train.amp=bf16 on a device without native bfloat16 says so (and names the fix) before training;
     where the hardware has it, nothing is said. The capability is the one inference refuses bf16 on."""
-    import hyperseg.engine.trainer as trainer
+    import hyperseg.train.trainer as trainer
 
     monkeypatch.setattr(trainer, "bf16_supported", lambda device: native)
     assert cli_main(["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={tmp_path / 'run'}",
@@ -320,7 +320,7 @@ def test_resume_without_the_moving_average_is_refused(tiny_camvid, tmp_path, cap
 
 def test_logs_are_never_appended_through_a_link(tmp_path):
     """Past the resume's checks (a link made while the run trains), each append still refuses the link."""
-    from hyperseg.engine.trainer import _Logger
+    from hyperseg.train.trainer import _Logger
     from hyperseg.errors import HypersegError
 
     out, target = tmp_path / "run", tmp_path / "target.txt"

@@ -7,12 +7,12 @@ from PIL import Image
 
 from hyperseg.cli import main as cli_main
 from hyperseg.classes import CAMVID_CLASSES
-from hyperseg.engine.bench import benchmark, format_report
-from hyperseg.engine.distill import Teacher
-from hyperseg.engine.predict import Predictor
+from hyperseg.bench.harness import benchmark, format_report
+from hyperseg.train.distill import Teacher
+from hyperseg.infer.predictor import Predictor
 from hyperseg.errors import HypersegError
 from hyperseg.model import list_models
-from hyperseg.pretrained import is_weights_name
+from hyperseg.hub.weights import is_weights_name
 from hyperseg.runtime import load_runtime, resolve_model
 
 ARCH = "hyperseg_s_camvid"

@@ -10,7 +10,7 @@ import hyperseg
 from hyperseg import checkpoint, pretrained
 from hyperseg.cli import main as cli_main
 from hyperseg.errors import HypersegError
-from hyperseg.pretrained import Weights, get_weights, list_weights, register_weights
+from hyperseg.hub.weights import Weights, get_weights, list_weights, register_weights
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_builtin_records_name_the_architecture_their_file_stores(name):
     """The record's architecture, built by name, is exactly the config stored in the weights file:
     the oracle is the file, read with torch.load, not the record."""
     from hyperseg.model.config import HyperSegConfig
-    from hyperseg.pretrained import get_weights
+    from hyperseg.hub.weights import get_weights
 
     weights = get_weights(name)
     assert weights.architecture in hyperseg.list_models() and not weights.config

@@ -1,9 +1,9 @@
 """hyperseg: HyperSeg (CVPR 2021) patch-wise hypernetworks for real-time semantic segmentation."""
-from .checkpoint import load_model, save_model
+from .hub.checkpoint import load_model, save_model
 from .fuse import fuse_bn
 from .model import HyperSeg, HyperSegConfig, create_model, list_models, model_cfg
-from .official import from_official
-from .pretrained import Weights, get_weights, list_weights, register_weights
+from .hub.official import from_official
+from .hub.weights import Weights, get_weights, list_weights, register_weights
 from .profile import profile
 
 __version__ = "0.1.0"
@@ -18,7 +18,7 @@ __all__ = [
 def __getattr__(name: str):
     # the inference layer loads on first use: `import hyperseg` for a model alone stays light
     if name == "Predictor":
-        from .engine.predict import Predictor
+        from .infer.predictor import Predictor
 
         return Predictor
     if name == "load_runtime":

@@ -17,7 +17,7 @@ from .precision import PrecisionChoice, choose_precision, cpu_kind
 from .onnx_export import ExportError, export_onnx, read_onnx_meta
 from .onnx_runtimes import ONNX_RUNTIMES, ConvertedRuntime
 from .quantize import quantize_onnx
-from .resolve import resolve_model
+from ..hub.resolve import resolve_model
 from .torch_runtime import EagerRuntime, TorchRuntime, bf16_supported, prepare_for_inference, resolve_device
 
 __all__ = ["load_runtime", "Runtime", "RUNTIMES", "PRECISIONS", "SHAPES", "export_onnx", "quantize_onnx", "read_onnx_meta",

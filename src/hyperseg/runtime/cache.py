@@ -137,7 +137,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def environment_cause(exc: BaseException, within: Path) -> Optional[OSError]:
     """The machine's OSError (read-only, full, no memory) behind ``exc`` when it concerns a path in the
     folder ``within``, or no path at all (a failed write names none); ``None`` otherwise. Writers such
-    as :func:`~hyperseg.checkpoint.atomic_write` report it as a one-line HypersegError chained to it."""
+    as :func:`~hyperseg.hub.checkpoint.atomic_write` report it as a one-line HypersegError chained to it."""
     inside = Path(within).absolute()
     for cause in _chain(exc):
         if isinstance(cause, OSError) and cause.errno in _ENVIRONMENT_ERRNOS:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..checkpoint import atomic_write
+from ..hub.checkpoint import atomic_write
 from ..errors import HypersegError, require
 from ..fuse import fuse_bn
 from ..model import HyperSeg

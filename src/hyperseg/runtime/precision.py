@@ -140,7 +140,7 @@ def choose_precision(meta: dict[str, Any], runtime: str, *, device_type: str = "
 def cached_agreement(cache: Path, key: dict[str, Any], measure: Callable[[], float]) -> float:
     """``measure()``, remembered in ``cache`` under ``key`` across processes. An entry that does not
     read back as a share in [0, 1] for the same key is measured again and replaced."""
-    from ..checkpoint import atomic_write_text
+    from ..hub.checkpoint import atomic_write_text
 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
     path = cache / f"agreement-{digest}.json"

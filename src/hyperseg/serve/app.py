@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..data.io import DataError, ImageTooLargeError, UnsupportedImageError, decode_image
-from ..engine.predict import DEFAULT_MAX_SIZE, Predictor
+from ..infer.predictor import DEFAULT_MAX_SIZE, Predictor
 from ..errors import HypersegError, ResourceError
 from ..runtime.cache import check_cache_settings, isolate_conversions
 from .pool import InferencePool, PoolBusy, PoolNotReady

@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 from ..errors import HypersegError
 from ..model import list_models
-from ..pretrained import file_sha256, get_weights, is_weights_name
+from ..hub.weights import file_sha256, get_weights, is_weights_name
 from ..runtime import load_runtime
-from ..runtime.torch_runtime import bf16_supported
+from ..device import bf16_supported
 
 __all__ = ["DistillationLoss", "Teacher", "soft_kl", "teacher_sha256"]
 

@@ -17,9 +17,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from ..checkpoint import atomic_write_text
+from ..hub.checkpoint import atomic_write_text
 from ..errors import HypersegError, OutputExistsError
-from .runlock import open_own_file
+from ..process.runlock import open_own_file
 
 __all__ = ["MANIFEST_NAME", "DONE_DIR", "PredictManifest", "DoneLog", "inputs_digest", "read_done", "refuse_link",
            "remove_stale_temporaries"]

@@ -16,11 +16,11 @@ from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 import torch.distributed as dist
 
-from ..checkpoint import refuse_replacing_inputs
+from ..hub.checkpoint import refuse_replacing_inputs
 from ..errors import HypersegError, OutputExistsError
-from .distributed import Process, gather, shard
-from .predict import Predictor
-from .predict_manifest import DoneLog, PredictManifest, remove_stale_temporaries
+from ..process.distributed import Process, gather, shard
+from .predictor import Predictor
+from .manifest import DoneLog, PredictManifest, remove_stale_temporaries
 
 __all__ = ["PredictSummary", "predict_job", "job_options"]
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
-from ..runtime.torch_runtime import resolve_device
+from ..device import resolve_device
 
 __all__ = ["Process", "init_process", "shard", "gather", "torchrun_world_size"]
 

@@ -6,7 +6,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from ..checkpoint import atomic_write
+from ..hub.checkpoint import atomic_write
 
 __all__ = ["save_confusion_image"]
 

@@ -20,23 +20,23 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write_text, load_training_checkpoint, save_model
+from ..hub.checkpoint import atomic_write_text, load_training_checkpoint, save_model
 from ..data import build_dataset
 from ..data.sampler import KeyedDataset, StepSampler
 from ..data.transforms import TrainTransform
 from ..errors import DivergedError, HypersegError, NotFoundError, OutputExistsError
 from ..model import create_model, list_models
 from ..model.smp_baseline import is_smp_name
-from ..runtime import resolve_model
-from ..runtime.torch_runtime import bf16_supported, resolve_device
+from ..device import bf16_supported, resolve_device
+from ..hub.resolve import resolve_model
 from .allocator import keep_freed_memory
 from .config import RunConfig
 from .evaluate import evaluate
 from .interrupt import StopRequest, TrainingInterrupted, ignore_stop_signals
 from .distill import DistillationLoss, Teacher, teacher_sha256
-from .distributed import Process, init_process
+from ..process.distributed import Process, init_process
 from .losses import build_loss
-from .runlock import RunLock, open_own_file
+from ..process.runlock import RunLock, open_own_file
 
 __all__ = ["train", "Trainer", "TrainState", "Process", "resolve_device", "build_model_for"]
 
@@ -65,7 +65,7 @@ def emulated_bf16_warning(amp_dtype: Optional[torch.dtype], device: torch.device
 
 def build_model_for(cfg: RunConfig, dataset) -> nn.Module:
     """The model a run trains: a registered architecture, an ``smp:<Arch>`` baseline, or weights to
-    fine-tune (any source :func:`~hyperseg.runtime.resolve_model` takes: a weights name, our
+    fine-tune (any source :func:`~hyperseg.hub.resolve.resolve_model` takes: a weights name, our
     checkpoint, the authors' .pth)."""
     name = cfg.model.name
     if name in list_models() or is_smp_name(name):
@@ -114,7 +114,7 @@ def _csv_step(line: str) -> int:
 
 def _append_text(path: Path, text: str) -> None:
     """Append ``text`` to a log of the run. A link placed where the log belongs is refused, never
-    written through (:func:`~hyperseg.engine.runlock.open_own_file`)."""
+    written through (:func:`~hyperseg.process.runlock.open_own_file`)."""
     with os.fdopen(open_own_file(path, os.O_WRONLY | os.O_APPEND), "a", encoding="utf-8") as f:
         f.write(text)
 

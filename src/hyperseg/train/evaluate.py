@@ -14,7 +14,7 @@ from ..data.io import DataError
 from ..data.transforms import EvalTransform
 from ..errors import HypersegError
 from ..model.hyperseg import MIN_INPUT_SIZE
-from .inference import check_test_time_options, predict_labels, predict_logits
+from ..runtime.inference import check_test_time_options, predict_labels, predict_logits
 from .metrics import ConfusionMatrix
 
 __all__ = ["evaluate", "check_classes"]

@@ -26,9 +26,9 @@ from PIL import Image
 from ..data.io import read_image
 from ..data.transforms import normalize
 from ..errors import HypersegError, ResourceError
-from ..runtime.resolve import is_untrained_architecture, resolve_model
-from .inference import limited_size, model_input_size, predict_logits
-from .predict import DEFAULT_MAX_SIZE, Predictor
+from ..hub.resolve import is_untrained_architecture, resolve_model
+from ..runtime.inference import limited_size, model_input_size, predict_logits
+from ..infer.predictor import DEFAULT_MAX_SIZE, Predictor
 
 __all__ = ["benchmark", "machine_info", "format_report", "interleaved"]
 
@@ -113,7 +113,7 @@ def benchmark(source: Union[str, Path, torch.nn.Module], *, size: Sequence[int] 
     """Time every (runtime, precision) candidate on one image; the first one is the reference for ratios.
 
     ``max_size``: an image whose longer side is larger is segmented at that size, end to end and
-    model only alike, as :class:`~hyperseg.engine.predict.Predictor` does (``None``: full size).
+    model only alike, as :class:`~hyperseg.infer.predictor.Predictor` does (``None``: full size).
     """
     size = (int(size[0]), int(size[1]))
     if rounds < 1 or warmup < 0:

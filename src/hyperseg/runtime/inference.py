@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import HypersegError
-from ..runtime.base import Runtime, input_scale, model_input_size, run_guarded, to_seen_size
-from ..runtime.labels import resized_labels
+from .base import Runtime, input_scale, model_input_size, run_guarded, to_seen_size
+from .labels import resized_labels
 
 __all__ = ["predict_logits", "predict_labels", "check_test_time_options", "input_scale", "model_input_size",
            "limited_size"]
@@ -56,7 +56,7 @@ def _sliding(model: nn.Module, x: Tensor, window: Sequence[int], stride: Sequenc
 
 def limited_size(size: Sequence[int], max_size: Optional[int]) -> tuple[int, int]:
     """The (H, W) an image of ``size`` is segmented at when its longer side may be at most
-    ``max_size`` (``None``: no limit), as :class:`~hyperseg.engine.predict.Predictor` does."""
+    ``max_size`` (``None``: no limit), as :class:`~hyperseg.infer.predictor.Predictor` does."""
     h, w = int(size[0]), int(size[1])
     if max_size is None or max(h, w) <= max_size:
         return h, w

@@ -1,0 +1,1 @@
+"""Using a trained model on images, folders and videos."""

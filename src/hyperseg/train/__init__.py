@@ -1,0 +1,1 @@
+"""Training and evaluation: everything a training run needs, reaching models through :mod:`hyperseg.hub`."""
