@@ -103,9 +103,6 @@ def test_auto_never_gives_an_onnx_file_to_torch(importable, tmp_path):
         hyperseg.load_runtime(tmp_path / "m.onnx", runtime="auto", precision="fp32")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: installed_runtimes drops the ONNX runtimes without onnxscript, which "
-                                        "only converting PyTorch models needs, so auto refuses an .onnx file "
-                                        "that onnxruntime could run")
 def test_auto_gives_an_onnx_file_to_an_onnx_runtime_without_the_exporter(importable, tmp_path):
     importable("onnxruntime")
     with pytest.raises(HypersegError, match="file not found"):  # past the choice: onnxruntime opens the file

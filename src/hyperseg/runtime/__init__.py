@@ -29,18 +29,22 @@ __all__ = ["load_runtime", "Runtime", "RUNTIMES", "PRECISIONS", "SHAPES", "expor
 SAMPLE_IMAGES = Path(__file__).resolve().parents[1] / "assets"
 
 
-def installed_runtimes() -> list[str]:
-    """The runtimes usable here, fastest first (docs/results.md, "End to end: runtimes and precisions")."""
+def installed_runtimes(*, for_onnx_file: bool = False) -> list[str]:
+    """The runtimes usable here, fastest first (docs/results.md, "End to end: runtimes and precisions").
+
+    A PyTorch model reaches onnxruntime or OpenVINO only through the exporter (onnxscript); an
+    ``.onnx`` file (``for_onnx_file``) needs only the runtime itself.
+    """
     found = [name for name, module in (("openvino", "openvino"), ("onnxruntime", "onnxruntime"))
              if importlib.util.find_spec(module) is not None]
-    if found and importlib.util.find_spec("onnxscript") is None:
-        found = []  # cannot convert PyTorch models without the exporter
+    if found and not for_onnx_file and importlib.util.find_spec("onnxscript") is None:
+        found = []
     return found + ["torch"]
 
 
 def _auto_runtime(is_onnx: bool, precision: Optional[str], device: Any) -> str:
     """The fastest installed runtime for the request."""
-    candidates = [r for r in installed_runtimes() if not (is_onnx and r == "torch")]
+    candidates = [r for r in installed_runtimes(for_onnx_file=is_onnx) if not (is_onnx and r == "torch")]
     if precision == "bf16":
         candidates = [r for r in candidates if r != "onnxruntime"]
     if precision == "int8":
