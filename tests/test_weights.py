@@ -1,6 +1,7 @@
 """Weights as data: records agree with their files, list reads records only, users register their own."""
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,35 @@ def test_builtin_records_name_the_architecture_their_file_stores(name):
     built = hyperseg.create_model(weights.architecture)
     assert built.config.to_dict() == HyperSegConfig.from_dict(stored).to_dict()
     assert built.meta["mean"] == list(weights.mean) and built.meta["class_names"] == list(weights.class_names)
+
+
+def test_an_unseen_street_estimate_travels_from_the_record_to_list_meta_and_serve(isolated_registry, tmp_path,
+                                                                                    capsys):
+    from fastapi.testclient import TestClient
+
+    from hyperseg.serve import create_app
+
+    model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
+                                  weight_groups=[16, 16, 8, 8, 4])
+    hyperseg.save_model(model, tmp_path / "m.pt")
+    register_weights(Weights(name="street", architecture="hyperseg", file=str(tmp_path / "m.pt"),
+                             class_names=("a", "b", "c"), input_size=(64, 64),
+                             metrics={"val_miou": 0.9, "val_in_training": True, "unseen_miou": 0.47916,
+                                      "unseen_split": "camvid:train drive 0006R0"}))
+    assert cli_main(["list", "street"]) == 0
+    out = capsys.readouterr().out
+    assert ("unseen-street mIoU 47.92 on camvid:train drive 0006R0 (the recipe trained without it), "
+            "val mIoU 90.00 on ? (trained on it: a fit, not an estimate)") in out
+    meta = hyperseg.load_model("street").meta
+    assert (meta["unseen_miou"], meta["unseen_split"]) == (0.47916, "camvid:train drive 0006R0")
+    with TestClient(create_app("street", runtime="torch", precision="fp32")) as client:
+        for _ in range(600):  # the model loads in the background; 503 until then
+            response = client.get("/v1/model")
+            if response.status_code != 503:
+                break
+            time.sleep(0.05)
+        info = response.json()
+    assert (info["unseen_miou"], info["unseen_split"]) == (47.92, "camvid:train drive 0006R0")
+    with pytest.raises(HypersegError, match="unseen_miou"):  # a percentage where a fraction belongs
+        from hyperseg.meta_schema import check_model_meta
+        check_model_meta({"unseen_miou": 47.9}, "m.pt")

@@ -43,6 +43,8 @@ META_SCHEMA: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "precision": ("fp32, bf16 or int8", lambda v: v in ("fp32", "bf16", "int8")),
     "val_miou": ("a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1),
     "val_in_training": ("true or false", lambda v: isinstance(v, bool)),
+    "unseen_miou": ("a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1),
+    "unseen_split": ("text", lambda v: isinstance(v, str)),
     "architecture": ("text", lambda v: isinstance(v, str)),
     "source": ("text", lambda v: isinstance(v, str)),
     "weights": ("text", lambda v: isinstance(v, str)),

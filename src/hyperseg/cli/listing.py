@@ -29,6 +29,9 @@ def run(args: argparse.Namespace) -> None:
                    f"{len(weights.class_names)} classes"]
         if weights.input_scale is not None:
             details.append(f"images seen at {weights.input_scale:g}x their size")
+        if "unseen_miou" in metrics:
+            details.append(f"unseen-street mIoU {metrics['unseen_miou'] * 100:.2f} on "
+                           f"{metrics.get('unseen_split', '?')} (the recipe trained without it)")
         if "val_miou" in metrics:
             fit = " (trained on it: a fit, not an estimate)" if metrics.get("val_in_training") else ""
             details.append(f"val mIoU {metrics['val_miou'] * 100:.2f} on {metrics.get('val_split', '?')}{fit}")

@@ -54,7 +54,9 @@ class Weights:
         input_scale: the factor every image is resized by before the network sees it (logits are
             resized back), when the weights were trained that way; ``None``: the file's own value.
         metrics: measured numbers: ``val_miou`` (a fraction), ``val_split``, ``val_in_training``
-            (the weights were trained on that split too, so the number is a fit);
+            (the weights were trained on that split too, so the number is a fit); ``unseen_miou``
+            and ``unseen_split``, the same recipe trained without one street and scored on it (an
+            estimate for streets the weights never saw, where val is a fit or shares its street);
             ``precision_miou``, the val mIoU in OpenVINO at each precision (what
             ``--precision auto`` decides by); ``latency_ms``, per CPU kind (a key of
             :data:`~hyperseg.runtime.precision.CPU_KINDS`) the end-to-end milliseconds of each
@@ -123,7 +125,8 @@ class Weights:
         if self.input_scale is not None:
             meta["input_scale"] = self.input_scale
         # the evidence --precision auto decides by: mIoU per precision, latency per CPU kind
-        for key in ("val_miou", "val_split", "val_in_training", "precision_miou", "latency_ms"):
+        for key in ("val_miou", "val_split", "val_in_training", "unseen_miou", "unseen_split",
+                    "precision_miou", "latency_ms"):
             if key in self.metrics:
                 meta[key] = self.metrics[key]
         return meta

@@ -31,7 +31,8 @@ __all__ = ["export_onnx", "read_onnx_meta", "write_onnx_meta", "ExportError", "D
 DEFAULT_OPSET = 18
 _PREFIX = "hyperseg."
 META_KEYS = ("class_names", "palette", "mean", "std", "input_size", "num_classes", "size_multiple", "precision",
-             "source", "val_miou", "architecture", "hyperseg_version", "calibration", "input_scale")
+             "source", "val_miou", "unseen_miou", "unseen_split", "architecture", "hyperseg_version", "calibration",
+             "input_scale")
 
 
 class ExportError(HypersegError):

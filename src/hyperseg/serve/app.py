@@ -237,7 +237,7 @@ def _sample_files() -> list[Path]:
 def _model_info(pool: InferencePool, source: str, max_upload_mb: float, max_megapixels: float) -> dict[str, Any]:
     runtime = pool.predictor.runtime
     meta = runtime.meta
-    miou = meta.get("val_miou")
+    miou, unseen = meta.get("val_miou"), meta.get("unseen_miou")
     return {
         "name": meta.get("weights") or meta.get("name") or source,
         "source": source,
@@ -252,6 +252,9 @@ def _model_info(pool: InferencePool, source: str, max_upload_mb: float, max_mega
         "val_miou": None if miou is None else round(float(miou) * 100, 2),  # percent, as the CLI prints it
         "val_split": meta.get("val_split"),
         "val_in_training": meta.get("val_in_training"),
+        # the recipe trained without one street and scored on it: what to expect on a new street
+        "unseen_miou": None if unseen is None else round(float(unseen) * 100, 2),
+        "unseen_split": meta.get("unseen_split"),
         "workers": pool.workers, "max_queue": pool.max_queue,
         "max_upload_mb": max_upload_mb, "max_megapixels": max_megapixels,
     }

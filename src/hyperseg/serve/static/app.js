@@ -14,8 +14,10 @@ async function loadModel() {
     const response = await fetch("/v1/model");
     if (response.ok) {
       model = await response.json();
-      const miou = model.val_miou === null ? "" :
-        `, val mIoU ${model.val_miou.toFixed(2)}${model.val_in_training ? " (fit: trained on val)" : ""}`;
+      const unseen = model.unseen_miou === null ? "" :
+        `, unseen-street mIoU ${model.unseen_miou.toFixed(2)} (${model.unseen_split})`;
+      const miou = unseen + (model.val_miou === null ? "" :
+        `, val mIoU ${model.val_miou.toFixed(2)}${model.val_in_training ? " (fit: trained on val)" : ""}`);
       $("model-info").textContent =
         `${model.name}: ${model.classes.length} classes${miou}; ${model.runtime} ${model.precision}` +
         (model.precision_reason ? ` (auto: ${model.precision_reason})` : "");
