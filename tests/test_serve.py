@@ -537,6 +537,7 @@ def test_an_upload_timeout_must_be_a_positive_number():
             create_app("camvid", upload_timeout_s=value)
 
 
+@pytest.mark.slow  # several conversions: over 10 s
 def test_two_threads_converting_at_once_both_succeed(tmp_path, monkeypatch):
     """serve --workers 2 with two new sizes: the exporter is not thread-safe, so conversions take turns."""
     pytest.importorskip("onnxscript")
@@ -588,6 +589,7 @@ def _all_files(root):
     return [p for p in root.rglob("*") if p.is_file()]
 
 
+@pytest.mark.slow  # several conversions: over 10 s
 def test_a_converted_model_keeps_a_bounded_number_of_sizes_in_memory_and_on_disk(tmp_path, monkeypatch):
     """serve fed a new image size per request: memory holds a few compiled sizes, the disk cache stays
     under HYPERSEG_CACHE_MAX_MB, and every answer still equals the PyTorch model's."""
