@@ -1,7 +1,7 @@
 """Screen recipe changes on a drive the model never saw, with val next to it.
 
     python benchmarks/recipe_screens.py --data ../shared/data/camvid [--iters 1000] [--only ema,jitter]
-        [--fold 0006R0|0001TP] [--json docs/recipe_screens.json] [--report-only]
+        [--fold 0006R0|0001TP] [--json results/<machine>-<date>/recipe_screens.json] [--report-only]
 
 Each candidate is the fast recipe (configs/camvid_fast.yaml) plus a few overrides, trained for
 ``--iters`` steps on two of the train split's three drives. Its last checkpoint is then scored on the
