@@ -132,7 +132,6 @@ class Runtime:
 
     name = "runtime"
     device = torch.device("cpu")
-    training = False  # runtimes only infer; lets them stand in for an nn.Module in evaluation code
 
     def __init__(self, meta: dict[str, Any], precision: str) -> None:
         self.meta = dict(meta)
@@ -150,15 +149,6 @@ class Runtime:
     @property
     def std(self) -> list[float]:
         return list(self.meta["std"])
-
-    def eval(self) -> "Runtime":
-        return self
-
-    def train(self, mode: bool = True) -> "Runtime":
-        return self
-
-    def to(self, device: Any) -> "Runtime":
-        return self
 
     def __call__(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised float -> (B, C, H, W) float32 logits."""

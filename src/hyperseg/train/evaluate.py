@@ -84,8 +84,10 @@ def evaluate(model: nn.Module, dataset, *, mean: Optional[Sequence[float]] = Non
         raise HypersegError(f"batch size {batch_size!r}: expected a whole number >= 1")
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers, shuffle=False, collate_fn=_collate_same_size,
                         generator=torch.Generator())  # leaves the global RNG (training dropout) untouched
-    was_training = model.training
-    model.eval()
+    module = model if isinstance(model, nn.Module) else None  # a Runtime only infers: nothing to switch
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
     cm = ConfusionMatrix(dataset.num_classes)
     for image, label in tqdm(loader, desc="eval", disable=not progress or rank != 0, leave=False):
         image = image.to(device)
@@ -102,7 +104,8 @@ def evaluate(model: nn.Module, dataset, *, mean: Optional[Sequence[float]] = Non
                 prediction = logits.max(1).indices  # max().indices: argmax's labels, much faster on NCHW
         cm.update(prediction.cpu(), label)
     cm.all_reduce()
-    model.train(was_training)
+    if module is not None:
+        module.train(was_training)
     result = cm.compute(dataset.classes)
     result["confusion_matrix"] = cm.matrix.tolist()
     return result
