@@ -163,7 +163,7 @@ def list_weights(pattern: str = "*") -> list[str]:
 # The built-in CamVid models: one architecture and recipe (configs/camvid_cpu.yaml), trained on
 # train + val as the paper does (`camvid`, the default) and on train alone (`camvid_train`, whose
 # val mIoU is an honest estimate). Their numbers are the ones `hyperseg eval` and `hyperseg bench`
-# reproduce from the shipped float16 files (tests/test_builtin.py checks them against the files).
+# reproduce from the shipped float16 files (tests/hub/test_builtin_weights.py checks them against the files).
 # Latency: end to end at 480x360, batch 1, uint8 image to label map, median of interleaved rounds,
 # one process per runtime and precision (benchmarks/pareto.py, idle; random weights of the same
 # architecture time the same). Per CPU kind, the machine it was measured on:

@@ -508,7 +508,7 @@ def test_folder_example_script_maps_camvid_to_three_classes(tiny_camvid, tmp_pat
     import subprocess
     import sys
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "make_folder_example.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_folder_example.py"
     out = tmp_path / "mydata"
     done = subprocess.run([sys.executable, str(script), str(tiny_camvid), str(out), "--train", "4", "--val", "2"],
                           capture_output=True, text=True)

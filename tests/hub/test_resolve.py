@@ -37,7 +37,7 @@ def _source(sources, kind, fill_fixture):
 def test_every_model_source_runs_through_the_same_entry_points(kind, sources, request, tmp_path, capsys):
     fill = request.getfixturevalue("fill") if kind == "authors' .pth" else None
     source = _source(sources, kind, fill)
-    if kind == "architecture":  # random weights: refused where they would segment (tests/test_untrained.py)
+    if kind == "architecture":  # random weights: refused where they would segment (tests/hub/test_untrained.py)
         for make in (lambda: load_runtime(source, runtime="eager"), lambda: Predictor(source, runtime="eager")):
             with pytest.raises(HypersegError, match="architecture without weights"):
                 make()

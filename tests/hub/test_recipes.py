@@ -11,7 +11,7 @@ import hyperseg
 from hyperseg.hub.weights import get_weights
 from hyperseg.train.config import ConfigError, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # where a run was, not how it trained
 PLACE = {("data", "root"), ("data", "workers"), ("train", "out_dir"), ("train", "progress")}
 

@@ -365,7 +365,7 @@ def test_convert_overwrite_replaces_an_existing_output(fill, tmp_path, capsys):
 def test_version_is_the_projects(capsys):
     import tomllib
 
-    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
     with pytest.raises(SystemExit) as exit:
         cli_main(["--version"])
     assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"hyperseg {project['version']}"

@@ -1,8 +1,8 @@
-"""eval and predict options not covered by test_cli_options.py, each on its success path and checked
+"""eval and predict options not covered by cli/test_options.py, each on its success path and checked
 against an independent oracle: a naive sliding window computed by hand with the eager model, the
 model cache's files read back, the calibration images the audit hook saw opened, or a counted call.
 
-Like test_cli_options.py, the fast built-in weights run with ``--runtime torch --precision fp32``
+Like cli/test_options.py, the fast built-in weights run with ``--runtime torch --precision fp32``
 where the option does not need another runtime, so that the eager model is the oracle's arithmetic.
 """
 import json

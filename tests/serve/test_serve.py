@@ -372,7 +372,7 @@ def test_cli_refuses_a_busy_port_and_bad_numbers_and_knows_loopback(capsys):
 
 # -- the web page, in a real headless Chromium -------------------------------------------------------
 
-ARTIFACTS = Path(os.environ.get("HYPERSEG_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+ARTIFACTS = Path(os.environ.get("HYPERSEG_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 
 
 def _system_chromium():
@@ -384,7 +384,7 @@ def _system_chromium():
 def test_web_page_segments_an_uploaded_image_in_chromium(request):
     playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
     browser_path = _system_chromium()
-    camvid = Path(os.environ.get("HYPERSEG_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data/camvid"
+    camvid = Path(os.environ.get("HYPERSEG_SHARED", Path(__file__).resolve().parents[3] / "shared")) / "data/camvid"
     upload = min((camvid / "val").glob("*.png")) if (camvid / "val").is_dir() else SAMPLE  # a CamVid val image
     import torch
 

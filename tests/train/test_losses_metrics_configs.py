@@ -208,12 +208,12 @@ def test_tta_flip_and_sliding_window():
         torch.testing.assert_close(predict_logits(pointwise, x, scales=[1.0, 0.5]), expected)
 
 
-@pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")))
 def test_recipes_load_and_build(recipe):
     import hyperseg
     from hyperseg.data.transforms import TrainTransform
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / recipe)
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / recipe)
     if cfg.model.name.startswith("smp:"):
         pytest.importorskip("segmentation_models_pytorch", reason="the smp extra is not installed")
     else:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("HYPERSEG_SHARED", REPO.parent / "shared"))
 SAMPLES = sorted((REPO / "src" / "hyperseg" / "assets").glob("*.png"))
 FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

@@ -18,7 +18,7 @@ from typing import Iterator, NamedTuple, Optional
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src" / "hyperseg"
 DOCS = REPO / "docs"
 
