@@ -127,3 +127,22 @@ def test_cli_list_shows_models_and_builtin_weights(capsys):
             "31.0 ms at 480x360 (openvino bf16") in out
     assert ("camvid_fast  (built-in weights of hyperseg_lite0_fast_camvid, 11 classes, images seen at 0.8x their "
             "size, val mIoU 85.27 on camvid:val (trained on it: a fit") in out
+
+
+def test_cli_convert_config_names_the_architecture_of_a_bare_state_dict(fill, tmp_path, capsys):
+    """A bare state dict has no ``arch``: ``--config`` is the architecture used. The wrong paper model is
+    refused in one line and writes nothing (inference from the keys alone would have succeeded); the
+    right one reproduces the authors' output."""
+    config = "camvid_efficientnet_b1_hyperseg-s"
+    torch.save(fill.reference_checkpoint(config)["state_dict"], tmp_path / "bare.pth")
+    out = tmp_path / "ours.pt"
+    assert cli_main(["convert", str(tmp_path / "bare.pth"), str(out), "--config", "hyperseg_m_cityscapes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not fit the configuration it names" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    assert cli_main(["convert", str(tmp_path / "bare.pth"), str(out), "--config", "hyperseg_s_camvid"]) == 0
+    model = hyperseg.load_model(out).double()
+    assert model.meta["architecture"] == "hyperseg_s_camvid"
+    io = fill.reference_io(config)
+    with torch.no_grad():
+        assert _rel_err(model(io["x"]), io["y"]) <= 1e-6
