@@ -18,34 +18,12 @@ from PIL import Image
 import hyperseg
 from hyperseg.cli import main as cli_main
 
-MODEL = ["--model", "camvid_fast", "--runtime", "torch", "--precision", "fp32"]
-SAMPLE = Path(hyperseg.__file__).parent / "assets" / "camvid_sample_1.png"
-MISMATCH = 0.003  # share of pixels the command and the hand-made oracle may disagree on (float rounding)
+from .oracle import MISMATCH, MODEL, SAMPLE, read_labels, read_rgb
 
-
-@pytest.fixture(scope="module")
-def eager():
-    return hyperseg.load_model("camvid_fast").eval()
-
-
-@pytest.fixture(scope="module")
-def street(tmp_path_factory) -> Path:
-    """The bundled street scene at 80x64: several classes, segmented in a moment."""
-    path = tmp_path_factory.mktemp("street") / "street.png"
-    Image.open(SAMPLE).convert("RGB").resize((80, 64), Image.BILINEAR).save(path)
-    return path
-
-
-def _rgb(path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-def _labels(path) -> np.ndarray:
-    return np.asarray(Image.open(path))
 
 
 @torch.no_grad()
-def naive_labels(model, image: np.ndarray, *, flip=False, scales=(1.0,), resize_uint8=True) -> np.ndarray:
+def naiveread_labels(model, image: np.ndarray, *, flip=False, scales=(1.0,), resize_uint8=True) -> np.ndarray:
     """The oracle: resize to the size the model sees (its input scale; predict resizes the uint8
     image, eval the normalised one), normalise, run each scale (and its mirror image), average the
     softmax at the image's size, argmax."""
@@ -81,9 +59,9 @@ def _predict(args, out: Path, capsys=None) -> None:
 ])
 def test_predict_test_time_augmentation_equals_a_naive_computation(eager, street, tmp_path, option, tta):
     _predict([street, *option], tmp_path / "out")
-    got = _labels(tmp_path / "out" / "street.png")
-    image = _rgb(street)
-    expected, plain = naive_labels(eager, image, **tta), naive_labels(eager, image)
+    got = read_labels(tmp_path / "out" / "street.png")
+    image = read_rgb(street)
+    expected, plain = naiveread_labels(eager, image, **tta), naiveread_labels(eager, image)
     assert (got != expected).mean() <= MISMATCH
     assert (plain != expected).mean() > 5 * MISMATCH  # the option changes more than the tolerance hides
 
@@ -92,23 +70,23 @@ def test_predict_max_size_segments_smaller_and_scales_the_labels_back(eager, tmp
     image = np.asarray(Image.open(SAMPLE).convert("RGB").resize((96, 64), Image.BILINEAR))
     Image.fromarray(image).save(tmp_path / "wide.png")
     _predict([tmp_path / "wide.png", "--max-size", "48"], tmp_path / "out")
-    got = _labels(tmp_path / "out" / "wide.png")
+    got = read_labels(tmp_path / "out" / "wide.png")
     assert got.shape == (64, 96)
     # closed form: segmented at 32x48, then scaled back by pixel repetition, so every 2x2 block is one class
     np.testing.assert_array_equal(got, got[::2, ::2].repeat(2, 0).repeat(2, 1))
     small = np.asarray(Image.fromarray(image).resize((48, 32), Image.BILINEAR, reducing_gap=None))
-    expected = naive_labels(eager, small)
+    expected = naiveread_labels(eager, small)
     assert (got[::2, ::2] != expected).mean() <= 0.03  # the image was shrunk by another resize
-    full = naive_labels(eager, image)
+    full = naiveread_labels(eager, image)
     assert (full != full[::2, ::2].repeat(2, 0).repeat(2, 1)).any()  # at full size the labels are not blocky
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.8])
 def test_predict_alpha_blends_image_and_palette_as_stated(street, tmp_path, alpha):
     _predict([street, "--alpha", alpha, "--no-legend"], tmp_path / "out")
-    labels = _labels(tmp_path / "out" / "street.png")
-    overlay = _rgb(tmp_path / "out" / "street_overlay.jpg").astype(float)
-    image = _rgb(street).astype(float)
+    labels = read_labels(tmp_path / "out" / "street.png")
+    overlay = read_rgb(tmp_path / "out" / "street_overlay.jpg").astype(float)
+    image = read_rgb(street).astype(float)
     palette = np.asarray(hyperseg.get_weights("camvid_fast").meta()["palette"], float)
 
     def blend(a):
@@ -133,8 +111,8 @@ def test_predict_legend_and_no_legend(street, tmp_path):
         shutil.copy(street, folder / name)
     _predict([folder, "--legend"], tmp_path / "legend")  # two inputs: no legend unless asked for
     for name in ("a", "b"):
-        labels = _labels(tmp_path / "legend" / f"{name}.png")
-        overlay = _rgb(tmp_path / "legend" / f"{name}_overlay.jpg")
+        labels = read_labels(tmp_path / "legend" / f"{name}.png")
+        overlay = read_rgb(tmp_path / "legend" / f"{name}_overlay.jpg")
         present = np.unique(labels)
         assert overlay.shape[1] > 80 and overlay.shape[0] == max(64, 8 + 18 * len(present))
         panel = overlay[:, 80:]
@@ -145,12 +123,12 @@ def test_predict_legend_and_no_legend(street, tmp_path):
     # --no-legend: test_predict_alpha_blends_image_and_palette_as_stated, whose single input would get one
 
 
-def test_predict_batch_size_groups_same_size_images_and_keeps_their_labels(eager, street, tmp_path, monkeypatch):
+def test_predict_batch_size_groups_same_size_images_and_keeps_theirread_labels(eager, street, tmp_path, monkeypatch):
     from hyperseg.infer.predictor import Predictor
 
     folder = tmp_path / "in"
     folder.mkdir()
-    image = _rgb(street)
+    image = read_rgb(street)
     for i, picture in enumerate([image, image[:, ::-1], image[::-1], image[:48]]):  # the last one smaller
         Image.fromarray(np.ascontiguousarray(picture)).save(folder / f"{i}.png")
     batches = []
@@ -164,9 +142,9 @@ def test_predict_batch_size_groups_same_size_images_and_keeps_their_labels(eager
     _predict([folder, "--batch-size", "2", "--no-overlap"], tmp_path / "out")
     assert [len(b) for b in batches] == [2, 1, 1]  # 0+1, then 2 alone (the batch is full), 3 (another size)
     for i in range(4):
-        picture = _rgb(folder / f"{i}.png")
-        got = _labels(tmp_path / "out" / f"{i}.png")
-        assert (got != naive_labels(eager, picture)).mean() <= MISMATCH
+        picture = read_rgb(folder / f"{i}.png")
+        got = read_labels(tmp_path / "out" / f"{i}.png")
+        assert (got != naiveread_labels(eager, picture)).mean() <= MISMATCH
 
 
 # ------------------------------------------------------------------------------------------------- eval
@@ -175,8 +153,8 @@ def naive_confusion(model, root: Path, split: str = "val", num_classes: int = 11
     """Rows: true class, columns: predicted; CamVid's label 11 (void) is not scored."""
     matrix = np.zeros((num_classes, num_classes), np.int64)
     for path in sorted((root / split).glob("*.png")):
-        label = _labels(root / f"{split}annot" / path.name).astype(np.int64)
-        prediction = naive_labels(model, _rgb(path), resize_uint8=False, **tta).astype(np.int64)
+        label = read_labels(root / f"{split}annot" / path.name).astype(np.int64)
+        prediction = naiveread_labels(model, read_rgb(path), resize_uint8=False, **tta).astype(np.int64)
         keep = label < num_classes
         matrix += np.bincount(label[keep] * num_classes + prediction[keep],
                               minlength=num_classes ** 2).reshape(num_classes, num_classes)
@@ -243,7 +221,7 @@ def _folder_dataset(tiny_camvid, root: Path) -> Path:
         (root / "val" / sub).mkdir(parents=True)
     for path in sorted((tiny_camvid / "val").glob("*.png")):
         shutil.copy(path, root / "val" / "images" / path.name)
-        label = _labels(tiny_camvid / "valannot" / path.name).copy()
+        label = read_labels(tiny_camvid / "valannot" / path.name).copy()
         label[label == 11] = 255
         Image.fromarray(label).save(root / "val" / "masks" / path.name)
     (root / "classes.yaml").write_text("\n".join(f"- default{i}" for i in range(11)) + "\n")
@@ -297,7 +275,7 @@ def _pixel_shares(names, labels) -> str:
 
 def test_check_data_classes_file(tiny_camvid, tmp_path, capsys):
     root = _folder_dataset(tiny_camvid, tmp_path / "data")
-    masks = [_labels(p) for p in sorted((root / "val" / "masks").glob("*.png"))]
+    masks = [read_labels(p) for p in sorted((root / "val" / "masks").glob("*.png"))]
     (tmp_path / "mine.yaml").write_text("\n".join(f"- {n}" for n in NAMES) + "\n")
     args = ["check-data", "--data", str(root), "--dataset", "folder", "--splits", "val", "--classes-file"]
     assert cli_main([*args, str(tmp_path / "mine.yaml")]) == 0
@@ -314,7 +292,7 @@ def test_check_data_limit_reads_only_the_first_pairs(tiny_camvid, tmp_path, caps
     root = tmp_path / "camvid"
     shutil.copytree(tiny_camvid, root)
     (root / "train" / "003.png").write_bytes(b"not a png")  # the fourth pair in sorted order
-    labels = [_labels(root / "trainannot" / f"{i:03d}.png").copy() for i in range(3)]
+    labels = [read_labels(root / "trainannot" / f"{i:03d}.png").copy() for i in range(3)]
     for label in labels:
         label[label == 11] = 255
     names = hyperseg.get_weights("camvid").class_names

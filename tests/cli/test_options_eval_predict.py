@@ -19,30 +19,9 @@ from PIL import Image
 import hyperseg
 from hyperseg.cli import main as cli_main
 
-MODEL = ["--model", "camvid_fast", "--runtime", "torch", "--precision", "fp32"]
-SAMPLE = Path(hyperseg.__file__).parent / "assets" / "camvid_sample_1.png"
-MISMATCH = 0.003  # share of pixels the command and the hand-made oracle may disagree on (float rounding)
+from .oracle import MISMATCH, MODEL, SAMPLE, read_labels, read_rgb
+
 WINDOW = (32, 48)
-
-
-@pytest.fixture(scope="module")
-def eager():
-    return hyperseg.load_model("camvid_fast").eval()
-
-
-@pytest.fixture(scope="module")
-def street(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("street") / "street.png"
-    Image.open(SAMPLE).convert("RGB").resize((80, 64), Image.BILINEAR).save(path)
-    return path
-
-
-def _rgb(path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-def _labels(path) -> np.ndarray:
-    return np.asarray(Image.open(path))
 
 
 def _naive_window(model, x: torch.Tensor, window) -> torch.Tensor:
@@ -65,7 +44,7 @@ def _naive_window(model, x: torch.Tensor, window) -> torch.Tensor:
 
 
 @torch.no_grad()
-def naive_labels(model, image: np.ndarray, *, window=None, resize_uint8=True, meta=None) -> np.ndarray:
+def naiveread_labels(model, image: np.ndarray, *, window=None, resize_uint8=True, meta=None) -> np.ndarray:
     """Resize to the size the model sees (predict resizes the uint8 image, eval the normalised one),
     normalise, run the model (whole, or window by window), resize the logits back, argmax."""
     meta = meta or model.meta
@@ -86,8 +65,8 @@ def naive_labels(model, image: np.ndarray, *, window=None, resize_uint8=True, me
 def naive_confusion(model, root: Path, split: str = "val", num_classes: int = 11, **options) -> np.ndarray:
     matrix = np.zeros((num_classes, num_classes), np.int64)
     for path in sorted((root / split).glob("*.png")):
-        label = _labels(root / f"{split}annot" / path.name).astype(np.int64)
-        prediction = naive_labels(model, _rgb(path), resize_uint8=False, **options).astype(np.int64)
+        label = read_labels(root / f"{split}annot" / path.name).astype(np.int64)
+        prediction = naiveread_labels(model, read_rgb(path), resize_uint8=False, **options).astype(np.int64)
         keep = label < num_classes
         matrix += np.bincount(label[keep] * num_classes + prediction[keep],
                               minlength=num_classes ** 2).reshape(num_classes, num_classes)
@@ -222,7 +201,7 @@ def test_eval_mean_std_classes_describe_an_onnx_file_without_metadata(eager, bar
     image = np.asarray(Image.open(SAMPLE).convert("RGB").resize((96, 64), Image.BILINEAR))
     Image.fromarray(image).save(root / "val" / "000.png")
     weights_meta = {"mean": eager.meta["mean"], "std": eager.meta["std"]}  # no input scale: the file has none
-    Image.fromarray(naive_labels(eager, image, meta=weights_meta)).save(root / "valannot" / "000.png")
+    Image.fromarray(naiveread_labels(eager, image, meta=weights_meta)).save(root / "valannot" / "000.png")
     mean, std = [0.3, 0.45, 0.6], [0.25, 0.5, 0.4]
     args = ["--data", root, "--split", "val"]
     model = ["--model", bare_onnx, "--runtime", "onnxruntime"]
@@ -271,9 +250,9 @@ def test_shapes_reaches_the_runtime_loader(tiny_camvid, street, tmp_path, monkey
 
 def test_predict_window_is_a_naive_sliding_window(eager, street, tmp_path, capsys):
     _predict([street, "--window", "32x48"], tmp_path / "out", capsys)
-    got = _labels(tmp_path / "out" / "street.png")
-    image = _rgb(street)
-    expected, plain = naive_labels(eager, image, window=WINDOW), naive_labels(eager, image)
+    got = read_labels(tmp_path / "out" / "street.png")
+    image = read_rgb(street)
+    expected, plain = naiveread_labels(eager, image, window=WINDOW), naiveread_labels(eager, image)
     assert (got != expected).mean() <= MISMATCH
     assert (plain != expected).mean() > 5 * MISMATCH
 
@@ -283,7 +262,7 @@ def test_predict_overlap_encodes_in_a_writer_thread_and_gives_the_same_files(eag
                                                                             capsys, overlap):
     folder = tmp_path / "in"
     folder.mkdir()
-    image = _rgb(street)
+    image = read_rgb(street)
     for i, picture in enumerate([image, image[:, ::-1], image[::-1]]):
         Image.fromarray(np.ascontiguousarray(picture)).save(folder / f"{i}.png")
     threads = []
@@ -299,8 +278,8 @@ def test_predict_overlap_encodes_in_a_writer_thread_and_gives_the_same_files(eag
     main = threading.main_thread()
     assert all((t is not main) == overlap for t in threads), [t.name for t in threads]
     for i in range(3):
-        got = _labels(tmp_path / "out" / f"{i}.png")
-        assert (got != naive_labels(eager, _rgb(folder / f"{i}.png"))).mean() <= MISMATCH
+        got = read_labels(tmp_path / "out" / f"{i}.png")
+        assert (got != naiveread_labels(eager, read_rgb(folder / f"{i}.png"))).mean() <= MISMATCH
 
 
 @pytest.mark.slow  # a dynamic-shape export takes ~35 s here
@@ -318,8 +297,8 @@ def test_predict_shapes_dynamic_converts_once_for_two_sizes(eager, street, tmp_p
     files = _cached_onnx(cache)
     assert len(files) == 1 and "dynamic-fp32" in files[0], files  # static: one file per padded size
     for name in ("a", "b"):
-        got = _labels(tmp_path / "out" / f"{name}.png")
-        assert (got != naive_labels(eager, _rgb(folder / f"{name}.png"))).mean() <= MISMATCH
+        got = read_labels(tmp_path / "out" / f"{name}.png")
+        assert (got != naiveread_labels(eager, read_rgb(folder / f"{name}.png"))).mean() <= MISMATCH
 
 
 def test_predict_int8_calibrates_on_the_given_folder(eager, street, tmp_path, monkeypatch, capsys, file_opens):
@@ -333,5 +312,5 @@ def test_predict_int8_calibrates_on_the_given_folder(eager, street, tmp_path, mo
         _predict([street, "--calibration", calibration], tmp_path / "out", capsys, model=model)
     assert _opened_in(file_opens, calibration) == {"c0.png", "c1.png", "c2.png"}
     assert "onnxruntime int8" in capsys.readouterr().err
-    got = _labels(tmp_path / "out" / "street.png")
-    assert (got == naive_labels(eager, _rgb(street))).mean() > 0.8  # int8: close to fp32
+    got = read_labels(tmp_path / "out" / "street.png")
+    assert (got == naiveread_labels(eager, read_rgb(street))).mean() > 0.8  # int8: close to fp32

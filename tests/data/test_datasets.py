@@ -358,20 +358,14 @@ def _build(name, root):
 
 
 @pytest.mark.parametrize("name", LAYOUTS)
-def test_corrupt_image(tmp_path, name):
-    split, image, _ = _build(name, tmp_path)
-    image.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    ds = build_dataset(name, tmp_path, split)
-    with pytest.raises(DataError, match=names(image) + ": cannot read"):
-        ds[0]
-
-
-@pytest.mark.parametrize("name", LAYOUTS)
-def test_corrupt_label(tmp_path, name):
-    split, _, label = _build(name, tmp_path)
-    label.write_bytes(b"garbage")
-    ds = build_dataset(name, tmp_path, split)
-    with pytest.raises(DataError, match=names(label) + ": cannot read"):
+@pytest.mark.parametrize("which, content", [(1, b"\x89PNG\r\n\x1a\n this is not an image"), (2, b"garbage")],
+                         ids=["image", "label"])
+def test_corrupt_image_or_label(tmp_path, name, which, content):
+    built = _build(name, tmp_path)
+    broken = built[which]
+    broken.write_bytes(content)
+    ds = build_dataset(name, tmp_path, built[0])
+    with pytest.raises(DataError, match=names(broken) + ": cannot read"):
         ds[0]
 
 

@@ -234,10 +234,13 @@ def _sample_files() -> list[Path]:
     return sorted(SAMPLES.glob("camvid_sample_*.png"))
 
 
+def _percent(fraction: Any) -> Optional[float]:
+    return None if fraction is None else round(float(fraction) * 100, 2)
+
+
 def _model_info(pool: InferencePool, source: str, max_upload_mb: float, max_megapixels: float) -> dict[str, Any]:
     runtime = pool.predictor.runtime
     meta = runtime.meta
-    miou, unseen = meta.get("val_miou"), meta.get("unseen_miou")
     return {
         "name": meta.get("weights") or meta.get("name") or source,
         "source": source,
@@ -249,11 +252,11 @@ def _model_info(pool: InferencePool, source: str, max_upload_mb: float, max_mega
         "runtime": runtime.name, "precision": runtime.precision,
         # why this precision, when --precision auto chose it (null when it was given)
         "precision_reason": getattr(runtime.precision_choice, "reason", None),
-        "val_miou": None if miou is None else round(float(miou) * 100, 2),  # percent, as the CLI prints it
+        "val_miou": _percent(meta.get("val_miou")),  # percent, as the CLI prints it
         "val_split": meta.get("val_split"),
         "val_in_training": meta.get("val_in_training"),
         # the recipe trained without one street and scored on it: what to expect on a new street
-        "unseen_miou": None if unseen is None else round(float(unseen) * 100, 2),
+        "unseen_miou": _percent(meta.get("unseen_miou")),
         "unseen_split": meta.get("unseen_split"),
         "workers": pool.workers, "max_queue": pool.max_queue,
         "max_upload_mb": max_upload_mb, "max_megapixels": max_megapixels,
