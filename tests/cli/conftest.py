@@ -5,7 +5,7 @@ from PIL import Image
 
 import hyperseg
 
-from .oracle import SAMPLE
+from .oracle import SAMPLE, naive_confusion
 
 
 @pytest.fixture(scope="module")
@@ -19,3 +19,9 @@ def street(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("street") / "street.png"
     Image.open(SAMPLE).convert("RGB").resize((80, 64), Image.BILINEAR).save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def plain_confusion(eager, tiny_camvid):
+    """The oracle's confusion matrix on tiny_camvid's val split without test-time augmentation."""
+    return naive_confusion(eager, tiny_camvid)

@@ -5,50 +5,19 @@ The fast built-in weights run with ``--runtime torch --precision fp32``: no conv
 the eager model's arithmetic, so the hand-made oracle agrees with the command up to float rounding
 (a few pixels at most); each test also shows that the option's effect is larger than that tolerance.
 """
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 import hyperseg
 from hyperseg.cli import main as cli_main
 
-from .oracle import MISMATCH, MODEL, SAMPLE, read_labels, read_rgb
+from .oracle import MISMATCH, SAMPLE, naive_confusion, naive_labels, read_labels, read_rgb, run_eval, run_predict
 
-
-
-@torch.no_grad()
-def naiveread_labels(model, image: np.ndarray, *, flip=False, scales=(1.0,), resize_uint8=True) -> np.ndarray:
-    """The oracle: resize to the size the model sees (its input scale; predict resizes the uint8
-    image, eval the normalised one), normalise, run each scale (and its mirror image), average the
-    softmax at the image's size, argmax."""
-    h, w = image.shape[:2]
-    s0 = model.meta.get("input_scale", 1.0)
-    seen = (max(min(h, 32), round(h * s0)), max(min(w, 32), round(w * s0)))
-    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
-    if resize_uint8:
-        x = F.interpolate(x, size=seen, mode="bilinear", align_corners=False, antialias=True)
-    x = (x.float() / 255 - torch.tensor(model.meta["mean"]).view(1, 3, 1, 1)) / torch.tensor(model.meta["std"]).view(1, 3, 1, 1)
-    if not resize_uint8:
-        x = F.interpolate(x, size=seen, mode="bilinear", align_corners=False, antialias=True)
-    total = 0
-    for s in scales:
-        xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
-        for mirror in ([False, True] if flip else [False]):
-            logits = model(xs.flip(-1) if mirror else xs)
-            logits = logits.flip(-1) if mirror else logits
-            total = total + F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False).softmax(1)
-    return total.argmax(1)[0].numpy().astype(np.uint8)
-
-
-def _predict(args, out: Path, capsys=None) -> None:
-    code = cli_main(["predict", *[str(a) for a in args], "--out", str(out), *MODEL])
-    assert code == 0, capsys.readouterr().err if capsys else code
 
 
 # ---------------------------------------------------------------------------------------------- predict
@@ -58,10 +27,10 @@ def _predict(args, out: Path, capsys=None) -> None:
     (["--scales", "0.75,1.25"], dict(scales=(0.75, 1.25))),
 ])
 def test_predict_test_time_augmentation_equals_a_naive_computation(eager, street, tmp_path, option, tta):
-    _predict([street, *option], tmp_path / "out")
+    run_predict([street, *option], tmp_path / "out")
     got = read_labels(tmp_path / "out" / "street.png")
     image = read_rgb(street)
-    expected, plain = naiveread_labels(eager, image, **tta), naiveread_labels(eager, image)
+    expected, plain = naive_labels(eager, image, **tta), naive_labels(eager, image)
     assert (got != expected).mean() <= MISMATCH
     assert (plain != expected).mean() > 5 * MISMATCH  # the option changes more than the tolerance hides
 
@@ -69,21 +38,21 @@ def test_predict_test_time_augmentation_equals_a_naive_computation(eager, street
 def test_predict_max_size_segments_smaller_and_scales_the_labels_back(eager, tmp_path):
     image = np.asarray(Image.open(SAMPLE).convert("RGB").resize((96, 64), Image.BILINEAR))
     Image.fromarray(image).save(tmp_path / "wide.png")
-    _predict([tmp_path / "wide.png", "--max-size", "48"], tmp_path / "out")
+    run_predict([tmp_path / "wide.png", "--max-size", "48"], tmp_path / "out")
     got = read_labels(tmp_path / "out" / "wide.png")
     assert got.shape == (64, 96)
     # closed form: segmented at 32x48, then scaled back by pixel repetition, so every 2x2 block is one class
     np.testing.assert_array_equal(got, got[::2, ::2].repeat(2, 0).repeat(2, 1))
     small = np.asarray(Image.fromarray(image).resize((48, 32), Image.BILINEAR, reducing_gap=None))
-    expected = naiveread_labels(eager, small)
+    expected = naive_labels(eager, small)
     assert (got[::2, ::2] != expected).mean() <= 0.03  # the image was shrunk by another resize
-    full = naiveread_labels(eager, image)
+    full = naive_labels(eager, image)
     assert (full != full[::2, ::2].repeat(2, 0).repeat(2, 1)).any()  # at full size the labels are not blocky
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.8])
 def test_predict_alpha_blends_image_and_palette_as_stated(street, tmp_path, alpha):
-    _predict([street, "--alpha", alpha, "--no-legend"], tmp_path / "out")
+    run_predict([street, "--alpha", alpha, "--no-legend"], tmp_path / "out")
     labels = read_labels(tmp_path / "out" / "street.png")
     overlay = read_rgb(tmp_path / "out" / "street_overlay.jpg").astype(float)
     image = read_rgb(street).astype(float)
@@ -109,7 +78,7 @@ def test_predict_legend_and_no_legend(street, tmp_path):
     folder.mkdir()
     for name in ("a.png", "b.png"):
         shutil.copy(street, folder / name)
-    _predict([folder, "--legend"], tmp_path / "legend")  # two inputs: no legend unless asked for
+    run_predict([folder, "--legend"], tmp_path / "legend")  # two inputs: no legend unless asked for
     for name in ("a", "b"):
         labels = read_labels(tmp_path / "legend" / f"{name}.png")
         overlay = read_rgb(tmp_path / "legend" / f"{name}_overlay.jpg")
@@ -139,39 +108,15 @@ def test_predict_batch_size_groups_same_size_images_and_keeps_theirread_labels(e
         return segment(self, images)
 
     monkeypatch.setattr(Predictor, "segment", spy)
-    _predict([folder, "--batch-size", "2", "--no-overlap"], tmp_path / "out")
+    run_predict([folder, "--batch-size", "2", "--no-overlap"], tmp_path / "out")
     assert [len(b) for b in batches] == [2, 1, 1]  # 0+1, then 2 alone (the batch is full), 3 (another size)
     for i in range(4):
         picture = read_rgb(folder / f"{i}.png")
         got = read_labels(tmp_path / "out" / f"{i}.png")
-        assert (got != naiveread_labels(eager, picture)).mean() <= MISMATCH
+        assert (got != naive_labels(eager, picture)).mean() <= MISMATCH
 
 
 # ------------------------------------------------------------------------------------------------- eval
-
-def naive_confusion(model, root: Path, split: str = "val", num_classes: int = 11, **tta) -> np.ndarray:
-    """Rows: true class, columns: predicted; CamVid's label 11 (void) is not scored."""
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    for path in sorted((root / split).glob("*.png")):
-        label = read_labels(root / f"{split}annot" / path.name).astype(np.int64)
-        prediction = naiveread_labels(model, read_rgb(path), resize_uint8=False, **tta).astype(np.int64)
-        keep = label < num_classes
-        matrix += np.bincount(label[keep] * num_classes + prediction[keep],
-                              minlength=num_classes ** 2).reshape(num_classes, num_classes)
-    return matrix
-
-
-@pytest.fixture(scope="module")
-def plain_confusion(eager, tiny_camvid) -> np.ndarray:
-    """The oracle's confusion matrix on tiny_camvid's val split without test-time augmentation."""
-    return naive_confusion(eager, tiny_camvid)
-
-
-def _eval(args, out: Path, capsys=None, model=MODEL) -> dict:
-    code = cli_main(["eval", *[str(a) for a in args], "--workers", "0", "--out", str(out), *model])
-    assert code == 0, capsys.readouterr().err if capsys else code
-    return json.loads(out.read_text())
-
 
 @pytest.mark.parametrize("option, tta, batches", [
     (["--flip"], dict(flip=True), [1, 1]),
@@ -190,7 +135,7 @@ def test_eval_options_give_the_confusion_matrix_of_a_naive_computation(eager, ti
         return predict_labels(model, image, **kwargs)
 
     monkeypatch.setattr(evaluate_module, "predict_labels", spy)
-    got = np.asarray(_eval(["--data", tiny_camvid, "--split", "val", *option], tmp_path / "m.json")["confusion_matrix"])
+    got = np.asarray(run_eval(["--data", tiny_camvid, "--split", "val", *option], tmp_path / "m.json")["confusion_matrix"])
     expected = naive_confusion(eager, tiny_camvid, **tta) if tta else plain_confusion
     pixels = expected.sum()
     assert got.sum() == pixels and seen == batches
@@ -204,12 +149,12 @@ def test_eval_precision_fp32_is_the_eager_models_arithmetic_and_bf16_another(tin
     from hyperseg.runtime.torch_runtime import bf16_supported
 
     args = ["--data", tiny_camvid, "--split", "val", "--model", "camvid_fast", "--runtime", "torch"]
-    fp32 = np.asarray(_eval([*args, "--precision", "fp32"], tmp_path / "fp32.json", model=[])["confusion_matrix"])
+    fp32 = np.asarray(run_eval([*args, "--precision", "fp32"], tmp_path / "fp32.json", model=[])["confusion_matrix"])
     assert "model: torch fp32" in capsys.readouterr().err
     np.testing.assert_array_equal(fp32, plain_confusion)
     if not bf16_supported(torch.device("cpu")):
         pytest.skip("this CPU has no native bf16")
-    bf16 = np.asarray(_eval([*args, "--precision", "bf16"], tmp_path / "bf16.json", model=[])["confusion_matrix"])
+    bf16 = np.asarray(run_eval([*args, "--precision", "bf16"], tmp_path / "bf16.json", model=[])["confusion_matrix"])
     assert "model: torch bf16" in capsys.readouterr().err
     assert bf16.sum() == fp32.sum() and not np.array_equal(bf16, fp32)  # bf16 arithmetic moves some boundaries
 
@@ -234,7 +179,7 @@ NAMES = [f"mine{i}" for i in range(11)]
 def test_eval_classes_file_names_the_classes_of_a_folder_dataset(tiny_camvid, plain_confusion, tmp_path):
     root = _folder_dataset(tiny_camvid, tmp_path / "data")
     (tmp_path / "mine.yaml").write_text("classes: [" + ", ".join(NAMES) + "]\n")
-    got = _eval(["--data", root, "--dataset", "folder", "--split", "val", "--classes-file", tmp_path / "mine.yaml"],
+    got = run_eval(["--data", root, "--dataset", "folder", "--split", "val", "--classes-file", tmp_path / "mine.yaml"],
                 tmp_path / "m.json")
     assert list(got["per_class_iou"]) == NAMES  # the file's names, in its order
     m = plain_confusion
@@ -245,7 +190,7 @@ def test_eval_classes_file_names_the_classes_of_a_folder_dataset(tiny_camvid, pl
 
 def test_eval_confusion_image_draws_the_row_normalised_matrix(tiny_camvid, tmp_path):
     cm = tmp_path / "cm.png"
-    got = _eval(["--data", tiny_camvid, "--split", "val", "--confusion-image", cm], tmp_path / "m.json")
+    got = run_eval(["--data", tiny_camvid, "--split", "val", "--confusion-image", cm], tmp_path / "m.json")
     plt = pytest.importorskip("matplotlib.pyplot")
     picture = np.asarray(Image.open(cm).convert("RGB")).astype(int)
     n = 11
