@@ -320,7 +320,7 @@ def test_resume_without_the_moving_average_is_refused(tiny_camvid, tmp_path, cap
 
 def test_logs_are_never_appended_through_a_link(tmp_path):
     """Past the resume's checks (a link made while the run trains), each append still refuses the link."""
-    from hyperseg.train.trainer import _Logger
+    from hyperseg.train.logs import RunLogger
     from hyperseg.errors import HypersegError
 
     out, target = tmp_path / "run", tmp_path / "target.txt"
@@ -328,7 +328,7 @@ def test_logs_are_never_appended_through_a_link(tmp_path):
     target.write_bytes(b"keep me\n")
     (out / "metrics.jsonl").symlink_to(target)
     (out / "val.csv").symlink_to(tmp_path / "absent.csv")
-    logger = _Logger(out, tensorboard=False, enabled=True)
+    logger = RunLogger(out, tensorboard=False, enabled=True)
     with pytest.raises(HypersegError, match="metrics.jsonl is a symbolic link"):
         logger.log(1, "train", {"loss": 1.0})
     (out / "metrics.jsonl").unlink()
@@ -336,3 +336,34 @@ def test_logs_are_never_appended_through_a_link(tmp_path):
         logger.log(1, "val", {"miou": 0.5, "pixel_acc": 0.5, "mean_class_acc": 0.5})
     assert target.read_bytes() == b"keep me\n" and not (tmp_path / "absent.csv").exists()
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_a_run_folder_keeps_its_layout_and_resumes(tiny_camvid, tmp_path):
+    """What a run writes, key by key, as runs already on disk hold it (written here by hand, not read
+    from the code): a resume reads these keys, so a run folder written by any release with this layout
+    resumes. Then the folder resumes, and the lines after its checkpoint are logged once."""
+    out = tmp_path / "run"
+    run = ["train", *TINY, f"data.root={tiny_camvid}", f"train.out_dir={out}", "train.val_interval=2",
+           "train.ema_decay=0.5"]
+    assert cli_main([*run, "optim.max_iters=2"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "ema.pt", "last.pt", "metrics.jsonl",
+                                                     "train.lock", "val.csv"]
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert set(last) == {"format", "version", "config", "state_dict", "meta", "train_state"}
+    state = last["train_state"]
+    assert set(state) == {"step", "best_miou", "optimizer", "scheduler", "rng", "run_config", "ema"}
+    assert state["step"] == 2 and set(state["rng"]) == ({"torch", "cuda"} if torch.cuda.is_available() else {"torch"})
+    assert set(state["optimizer"]) == {"state", "param_groups"} and state["scheduler"]["last_epoch"] == 2
+    assert state["run_config"]["optim"]["max_iters"] == 2 and state["best_miou"] == last["meta"]["val_miou"]
+    assert {"train_seconds", "step", "val_miou", "val_per_class_iou", "recipe"} <= set(last["meta"])
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["kind"]) for e in lines] == [(1, "train"), (2, "train"), (2, "val")]
+    assert set(lines[0]) == {"step", "kind", "loss", "lr", "images_per_s"}
+    assert (out / "val.csv").read_text().splitlines()[0] == "step,miou,pixel_acc,mean_class_acc"
+
+    assert cli_main(["train", "--resume", *run[1:], "optim.max_iters=3"]) == 0
+    assert torch.load(out / "last.pt", weights_only=True)["train_state"]["step"] == 3
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["kind"]) for e in lines] == [(1, "train"), (2, "train"), (2, "val"), (3, "train"),
+                                                       (3, "val")]
+    assert json.loads((out / "resumes.jsonl").read_text()) == {"step": 2, "changes": {"optim.max_iters": [2, 3]}}

@@ -27,8 +27,9 @@ _MODULES = {
 for _name, _target in _MODULES.items():
     globals()[_name] = alias(f"{__name__}.{_name}", _target)
 
-# the names this package exported; `evaluate` is the function here, as it always was, and the
-# module stays reachable as `hyperseg.train.evaluate` through the import system
+# the names this package exported. The attribute `evaluate` is the function, replacing the module
+# bound above, because `from hyperseg.engine import evaluate` names the function that callers run;
+# `import hyperseg.engine.evaluate` still finds the module, since imports look in sys.modules
 from ..infer.predictor import Predictor  # noqa: E402
 from ..train.config import RunConfig, load_config  # noqa: E402
 from ..train.evaluate import evaluate  # noqa: E402

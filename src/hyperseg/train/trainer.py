@@ -1,9 +1,12 @@
-"""The training loop: iteration-based, resumable, single-process or DDP through torchrun."""
+"""The training loop: iteration-based, resumable, single-process or DDP through torchrun.
+
+A :class:`Trainer` builds a run's parts from its config (the run folder is :mod:`.run`, the resumable
+state :mod:`.state`, the batches :mod:`.loader`, the logs :mod:`.logs`) and :meth:`Trainer.fit`
+trains to ``optim.max_iters``.
+"""
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import random
 import sys
 import time
@@ -13,18 +16,14 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..hub.checkpoint import atomic_write_text, load_training_checkpoint, save_model
+from ..hub.checkpoint import save_model
 from ..data import build_dataset
-from ..data.sampler import KeyedDataset, StepSampler
-from ..data.transforms import TrainTransform
-from ..errors import DivergedError, HypersegError, NotFoundError, OutputExistsError
+from ..errors import DivergedError, HypersegError
 from ..model import create_model, list_models
 from ..model.smp_baseline import is_smp_name
 from ..device import bf16_supported, resolve_device
@@ -32,11 +31,15 @@ from ..hub.resolve import resolve_model
 from .allocator import keep_freed_memory
 from .config import RunConfig
 from .evaluate import evaluate
-from .interrupt import StopRequest, TrainingInterrupted, ignore_stop_signals
+from .interrupt import StopRequest, TrainingInterrupted
 from .distill import DistillationLoss, Teacher, teacher_sha256
 from ..process.distributed import Process, init_process
+from .loader import build_loader
+from .logs import RunLogger
 from .losses import build_loss
-from ..process.runlock import RunLock, open_own_file
+from ..process.runlock import RunLock
+from .run import check_resume_config, check_teacher, create_run_dir, load_last, reopen_run_dir
+from .state import SCHEDULE_KEYS, TrainState, apply_schedule, build_optimizer
 
 __all__ = ["train", "Trainer", "TrainState", "Process", "resolve_device", "build_model_for"]
 
@@ -83,171 +86,6 @@ def build_model_for(cfg: RunConfig, dataset) -> nn.Module:
     return model
 
 
-def _rng_state() -> dict[str, Any]:
-    """The random streams a step draws from: torch's (dropout, drop-path; CUDA's on GPUs). Augmentation
-    draws from per-sample generators keyed by the seed (``data.sampler``), so it needs no state."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])  # Python and NumPy states, where a checkpoint holds them, go unused
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _logged_step(line: str) -> int:
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return sys.maxsize  # a torn last line of a killed run: dropped with the lines after the checkpoint
-
-
-def _csv_step(line: str) -> int:
-    try:
-        return int(line.split(",", 1)[0])
-    except ValueError:
-        return sys.maxsize  # a blank or torn line (an editor, a killed write): dropped
-
-
-def _append_text(path: Path, text: str) -> None:
-    """Append ``text`` to a log of the run. A link placed where the log belongs is refused, never
-    written through (:func:`~hyperseg.process.runlock.open_own_file`)."""
-    with os.fdopen(open_own_file(path, os.O_WRONLY | os.O_APPEND), "a", encoding="utf-8") as f:
-        f.write(text)
-
-
-class _Logger:
-    """JSONL always, TensorBoard when installed and enabled; rank 0 only."""
-
-    def __init__(self, out_dir: Path, tensorboard: bool, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = out_dir / "metrics.jsonl"
-        self.csv = out_dir / "val.csv"
-        self.writer = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(out_dir / "tensorboard"))
-            except ImportError:
-                pass
-
-    def truncate_after(self, step: int) -> None:
-        """Drop the lines of steps after ``step``: a resumed run repeats them."""
-        if not self.enabled:
-            return
-        if self.path.exists():
-            lines = self.path.read_text().splitlines(keepends=True)
-            atomic_write_text(self.path, "".join(line for line in lines if _logged_step(line) <= step))
-        if self.csv.exists():
-            lines = self.csv.read_text().splitlines(keepends=True)
-            atomic_write_text(self.csv, "".join(lines[:1] + [line for line in lines[1:]
-                                                             if _csv_step(line) <= step]))
-
-    def log(self, step: int, kind: str, values: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        _append_text(self.path, json.dumps({"step": step, "kind": kind, **values}) + "\n")
-        if kind == "val":
-            row = f"{step},{values['miou']:.6f},{values['pixel_acc']:.6f},{values['mean_class_acc']:.6f}\n"
-            if not self.csv.is_file() or self.csv.stat().st_size == 0:
-                row = "step,miou,pixel_acc,mean_class_acc\n" + row
-            _append_text(self.csv, row)
-        if self.writer is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self.writer.add_scalar(f"{kind}/{k}", v, step)
-            self.writer.flush()
-
-
-# Files a run rewrites atomically in train.out_dir; a killed write leaves `.<name>.*.tmp` beside them.
-_ATOMIC_FILES = ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "val.csv")
-# What a resumed run appends to or writes new files into, rather than replacing by a rename: a link
-# there would be written through, so one is refused before anything is written.
-_APPENDED_FILES = ("metrics.jsonl", "val.csv", "resumes.jsonl")
-_LOG_DIRS = ("tensorboard",)
-# Sections a resume may change: the schedule and the run's mechanics, not what is trained on what.
-_FROZEN_ON_RESUME = ("model", "data", "loss", "distill")
-_DATA_FREE_ON_RESUME = ("workers", "val_batch_size", "root")
-
-
-def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list]:
-    """``section.key -> [old, new]`` for every value that differs between two run configs."""
-    changes = {}
-    for section in sorted(set(old) | set(new)):
-        a, b = old.get(section, {}), new.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                changes[f"{section}.{key}"] = [a.get(key), b.get(key)]
-    return changes
-
-
-def _check_resume_config(saved: dict[str, Any], cfg: RunConfig, out_dir: Path) -> dict[str, list]:
-    """The changes a resume makes to the run's config; refuses changes to the model, data, loss or teacher.
-    Keys missing from a run's saved config count as their defaults (a config without ``distill`` ran without one)."""
-    defaults = RunConfig().to_dict()
-    saved = {section: {**defaults.get(section, {}), **values} for section, values in saved.items()}
-    for section in defaults:
-        saved.setdefault(section, defaults[section])
-    changes = _config_changes(saved, cfg.to_dict())
-    frozen = [k for k in changes if k.split(".")[0] in _FROZEN_ON_RESUME
-              and not (k.startswith("data.") and k.split(".", 1)[1] in _DATA_FREE_ON_RESUME)]
-    if frozen:
-        old, new = changes[frozen[0]]
-        raise HypersegError(f"--resume: {out_dir} was trained with {frozen[0]}={old!r}, this command gives {new!r}; "
-                            f"a resumed run keeps its model, data, loss and teacher (start a new run in another "
-                            f"train.out_dir)")
-    return changes
-
-
-_SCHEDULE_KEYS = ("optim.lr", "optim.max_iters", "optim.poly_power", "optim.betas", "optim.weight_decay")
-
-
-def apply_schedule(state: "TrainState", cfg: RunConfig) -> None:
-    """Put a resumed run on the schedule ``cfg`` gives: the poly learning rate of the current step in
-    closed form (``lr * (1 - step / max_iters) ** power``), and Adam's betas and weight decay.
-    PolynomialLR computes each step's rate from the last one, so without this a longer
-    ``max_iters`` would continue from the old schedule's final rate of 0."""
-    sched, cfg_optim = state.scheduler, cfg.optim
-    sched.total_iters, sched.power = cfg_optim.max_iters, cfg_optim.poly_power
-    sched.base_lrs = [cfg_optim.lr for _ in sched.base_lrs]
-    rate = cfg_optim.lr * max(0.0, 1 - state.step / cfg_optim.max_iters) ** cfg_optim.poly_power
-    for group in state.optimizer.param_groups:
-        group.update(lr=rate, initial_lr=cfg_optim.lr, betas=tuple(cfg_optim.betas), weight_decay=cfg_optim.weight_decay)
-    sched._last_lr = [rate for _ in sched.base_lrs]
-
-
-def _prepare_run_dir(out_dir: Path, cfg: RunConfig, resumed_step: Optional[int], changes: dict[str, list]) -> None:
-    """Create or reopen the run folder, touching only files the trainer wrote (rank 0 only)."""
-    if resumed_step is None:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise OutputExistsError(f"train.out_dir {out_dir} is a file; expected a new or empty folder")
-        if (out_dir / "last.pt").exists() or (out_dir / "best.pt").exists():
-            raise OutputExistsError(f"{out_dir} already holds a run (last.pt/best.pt); continue it with --resume, "
-                                    f"or choose another train.out_dir")
-        if out_dir.is_dir() and any(out_dir.iterdir()):
-            raise OutputExistsError(f"train.out_dir {out_dir} is not empty; a new run needs a new or empty folder "
-                                    f"(continue a run there with --resume)")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        return
-    for name in _APPENDED_FILES + _LOG_DIRS:
-        path = out_dir / name
-        if path.is_symlink() or (path.exists() and (name in _LOG_DIRS) != path.is_dir()):
-            what = f"a symbolic link to {os.readlink(path)}" if path.is_symlink() else \
-                "not a folder" if name in _LOG_DIRS else "not a file"
-            raise OutputExistsError(f"--resume: {path} is {what}, not what this run wrote; the run would write "
-                                    f"through it, so remove it first")
-    for name in _ATOMIC_FILES:  # half-written files of a run that was killed mid-save
-        for stale in out_dir.glob(f".{name}.*.tmp"):
-            stale.unlink()
-    if changes:  # config.yaml stays the run's original; each resume that changed something is recorded
-        _append_text(out_dir / "resumes.jsonl", json.dumps({"step": resumed_step, "changes": changes}) + "\n")
-
-
 def seed_everything(cfg: RunConfig) -> None:
     torch.manual_seed(cfg.train.seed)
     random.seed(cfg.train.seed)  # nothing of ours draws from these two; seeded for users' own datasets
@@ -256,34 +94,6 @@ def seed_everything(cfg: RunConfig) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-
-
-class TrainState:
-    """Everything a resume restores besides the weights: optimizer, LR schedule, step, best val
-    mIoU, the random streams, and the training time so far."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
-        self.optimizer, self.scheduler = optimizer, scheduler
-        self.step, self.best_miou, self.seconds = 0, -1.0, 0.0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "best_miou": self.best_miou, "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": _rng_state()}
-
-    def load_state_dict(self, state: dict[str, Any], seconds: float = 0.0) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.best_miou, self.seconds = int(state["step"]), float(state["best_miou"]), seconds
-        _set_rng_state(state["rng"])
-
-
-def build_optimizer(cfg: RunConfig, model: nn.Module) -> TrainState:
-    """Adam and the per-iteration poly schedule of the paper, in a fresh :class:`TrainState`."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                 weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=cfg.optim.max_iters,
-                                                      power=cfg.optim.poly_power)
-    return TrainState(optimizer, scheduler)
 
 
 class Trainer:
@@ -304,14 +114,7 @@ class Trainer:
         self.last_path, self.best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
         self.ema_path = self.out_dir / "ema.pt"
         self.amp_dtype = _amp_dtype(cfg.train.amp, self.proc.device)
-        if cfg.train.sync_bn and self.proc.device.type != "cuda":
-            raise HypersegError("train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
-                                "set train.sync_bn=false: on CPU each process keeps its own BatchNorm statistics")
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        if cfg.train.keep_freed_memory and self.proc.device.type == "cpu":
-            keep_freed_memory()
-        seed_everything(cfg)
+        self._configure_process()
         data = cfg.data
         self.train_set = build_dataset(data.dataset, data.root, data.train_split, classes_file=data.classes_file,
                                        drives=data.train_drives, drive_pattern=data.drive_pattern)
@@ -332,51 +135,57 @@ class Trainer:
                                     lovasz_stride=cfg.loss.lovasz_stride).to(self.proc.device)
         self.teacher = self._make_teacher()
         if self.proc.main:
-            warning = emulated_bf16_warning(self.amp_dtype, self.proc.device)
-            if warning:
-                tqdm.write(warning, file=sys.stderr)
-            _prepare_run_dir(self.out_dir, cfg, self.state.step if resume else None, changes)
-            if not resume:
-                self.lock.acquire()
-        self.logger = _Logger(self.out_dir, cfg.train.tensorboard, self.proc.main)
+            self._open_run_dir(resume, changes)
+        self.logger = RunLogger(self.out_dir, cfg.train.tensorboard, self.proc.main)
         if resume:
             self.logger.truncate_after(self.state.step)  # lines after the checkpoint are logged again
         progress = cfg.train.progress if cfg.train.progress is not None else sys.stderr.isatty()
         self.show_progress = self.proc.main and progress
-        self.loader = self._make_loader()
+        self.loader = build_loader(cfg, self.train_set, self.model.meta, self.state.step, self.proc)
         self._started = time.time()
 
     # -- setup ---------------------------------------------------------------------------------
 
+    def _configure_process(self) -> None:
+        """This process's torch settings: SyncBN's device check, threads, the allocator, the seeds."""
+        cfg = self.cfg
+        if cfg.train.sync_bn and self.proc.device.type != "cuda":
+            raise HypersegError("train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
+                                "set train.sync_bn=false: on CPU each process keeps its own BatchNorm statistics")
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.keep_freed_memory and self.proc.device.type == "cpu":
+            keep_freed_memory()
+        seed_everything(cfg)
+
+    def _open_run_dir(self, resume: bool, changes: dict[str, list]) -> None:
+        """Rank 0's part: the bf16 warning, then the run folder created (and locked) or reopened."""
+        warning = emulated_bf16_warning(self.amp_dtype, self.proc.device)
+        if warning:
+            tqdm.write(warning, file=sys.stderr)
+        if resume:
+            reopen_run_dir(self.out_dir, self.state.step, changes)
+        else:
+            create_run_dir(self.out_dir, self.cfg)
+            self.lock.acquire()
+
     def _resume(self) -> dict[str, list]:
-        """Weights and train state from ``last.pt``, through the checkpoint layer's checks."""
-        if not self.last_path.is_file():
-            raise NotFoundError(f"--resume: no checkpoint at {self.last_path}")
-        ckpt = load_training_checkpoint(self.last_path)
-        changes = _check_resume_config(ckpt["train_state"].get("run_config", {}), self.cfg, self.out_dir)
+        """Weights and train state from ``last.pt``; returns the changes this resume makes to the config."""
+        ckpt = load_last(self.last_path)
+        saved = ckpt["train_state"]
+        changes = check_resume_config(saved.get("run_config", {}), self.cfg, self.out_dir)
         try:
             self.model.load_state_dict(ckpt["state_dict"])
         except RuntimeError:
             raise HypersegError(f"--resume: {self.last_path} holds another architecture than this run's model "
                                 f"({self.cfg.model.name})") from None
-        self.state.load_state_dict(ckpt["train_state"], float(ckpt["meta"].get("train_seconds", 0.0)))
-        self._resumed_ema = ckpt["train_state"].get("ema")
-        self._resumed_ema_decay = ckpt["train_state"].get("run_config", {}).get("train", {}).get("ema_decay")
-        self._check_teacher(ckpt["train_state"].get("teacher_sha256"))
-        if any(key in changes for key in _SCHEDULE_KEYS):
+        self.state.load_state_dict(saved, float(ckpt["meta"].get("train_seconds", 0.0)))
+        self._resumed_ema = saved.get("ema")
+        self._resumed_ema_decay = saved.get("run_config", {}).get("train", {}).get("ema_decay")
+        check_teacher(saved.get("teacher_sha256"), self.teacher_sha256, self.cfg.distill.teacher, self.out_dir)
+        if any(key in changes for key in SCHEDULE_KEYS):
             apply_schedule(self.state, self.cfg)
         return changes
-
-    def _check_teacher(self, saved: Optional[str]) -> None:
-        """Refuses a resume whose teacher file holds other weights than the run was distilled from: the
-        same ``distill.teacher`` name can point at a retrained or replaced file. A run whose saved state
-        holds no teacher digest has nothing to compare; it records the teacher's from this resume on."""
-        current = self.teacher_sha256
-        if saved and current and saved != current:
-            raise HypersegError(f"--resume: distill.teacher {self.cfg.distill.teacher} has SHA-256 {current[:12]}, "
-                                f"but {self.out_dir} was distilled from a teacher of SHA-256 {saved[:12]}; a resumed "
-                                f"run keeps its teacher (restore that file, or start a new run in another "
-                                f"train.out_dir)")
 
     def _place_model(self) -> nn.Module:
         """The model on its device and memory layout, wrapped for DDP when there are several processes,
@@ -421,33 +230,6 @@ class Trainer:
                           device=self.proc.device, amp_dtype=self.amp_dtype)
         self.criterion = DistillationLoss(self.criterion, temperature=distill.temperature, weight=distill.weight)
         return teacher
-
-    def _focus_classes(self) -> list[int]:
-        """``data.focus_classes`` as indices of the training set's classes; an unknown name is an error."""
-        names = self.cfg.data.focus_classes or []
-        classes = list(self.train_set.classes)
-        unknown = [n for n in names if n not in classes]
-        if unknown:
-            raise HypersegError(f"data.focus_classes: {', '.join(map(repr, unknown))} is not a class of the "
-                                f"training set; its classes are {', '.join(classes)}")
-        return [classes.index(n) for n in names]
-
-    def _make_loader(self) -> DataLoader:
-        cfg, data = self.cfg, self.cfg.data
-        transform = TrainTransform(mean=self.model.meta["mean"], std=self.model.meta["std"], crop_size=data.crop_size,
-                                   scale_range=data.scale_range, scale_prob=data.scale_prob, hflip=data.hflip,
-                                   color_jitter=data.color_jitter, rotation=data.rotation, pad_only=data.pad_only,
-                                   base_scale=cfg.model.input_scale, focus_classes=self._focus_classes(),
-                                   focus_prob=data.focus_prob)
-        sampler = StepSampler(len(self.train_set), batch_size=data.batch_size, accum_steps=cfg.optim.accum_steps,
-                              seed=cfg.train.seed, start_step=self.state.step, max_steps=cfg.optim.max_iters,
-                              rank=self.proc.rank, world_size=self.proc.world)
-        # Its own generator: creating the loader must not consume the global RNG that dropout uses,
-        # or a resumed run would draw different dropout masks from an uninterrupted one.
-        return DataLoader(KeyedDataset(self.train_set, transform, cfg.train.seed), batch_sampler=sampler,
-                          num_workers=data.workers, persistent_workers=False,
-                          pin_memory=self.proc.device.type == "cuda", worker_init_fn=ignore_stop_signals,
-                          generator=torch.Generator().manual_seed(cfg.train.seed))
 
     # -- one step, validation, saving ------------------------------------------------------------
 
