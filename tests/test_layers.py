@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Which area each module belongs to, by its longest matching prefix.
 AREAS = {
     "hyperseg.errors": "base", "hyperseg.classes": "base", "hyperseg.safe_load": "base",
-    "hyperseg.meta_schema": "base", "hyperseg.device": "base", "hyperseg._alias": "base",
+    "hyperseg.meta_schema": "base", "hyperseg.validate": "base", "hyperseg.device": "base", "hyperseg._alias": "base",
     "hyperseg.model": "model", "hyperseg.fuse": "model", "hyperseg.profile": "model",
     "hyperseg.data": "data",
     "hyperseg.process": "process",

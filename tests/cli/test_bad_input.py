@@ -388,7 +388,7 @@ def test_dataloader_worker_errors_are_one_line(tiny_camvid, tmp_path, capfd):
     ("optim.max_iters=-5", "optim.max_iters=-5 is out of range"),
     ("optim.accum_steps=0", "optim.accum_steps=0 is out of range"),
     ("optim.lr=0", "optim.lr=0.0 is out of range"),
-    ("optim.lr=abc", "optim.lr='abc' is not a number"),
+    ("optim.lr=abc", "optim.lr='abc' has the wrong type; expected a finite number"),
     ("data.crop_size=[16,16]", "data.crop_size=[16, 16] is out of range"),
     ("train.amp=fp8", "train.amp='fp8' is out of range"),
 ])
@@ -643,7 +643,7 @@ THREE = {"class_names": ["a", "b", "c"]}
     ("classes not a list", dict(meta={"class_names": 3}), "metadata class_names"),
     ("huge input_size", dict(meta={**THREE, "input_size": [100000, 100000]}), "metadata input_size"),
     ("mean of text", dict(meta={**THREE, "mean": ["a", "b", "c"]}), "metadata mean"),
-    ("num_classes disagrees", dict(meta={**THREE, "num_classes": 7}), "num_classes=7 but 3 class names"),
+    ("num_classes disagrees", dict(meta={**THREE, "num_classes": 7}), "num_classes=7 disagrees with class_names; expected 3"),
 ])
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_onnx_files_that_do_not_fit_are_refused_on_load(tmp_path, capfd, case, make, expected, runtime):
@@ -682,13 +682,13 @@ def test_more_classes_than_a_label_png_holds_is_refused(tmp_path):
 # ---------------------------------------------------------------------- checkpoints and arch strings
 
 @pytest.mark.parametrize("field, value, expected", [
-    ("config", {"num_classes": "11"}, "num_classes='11' does not fit its type int"),
-    ("config", {"decoder_channels": 64}, "decoder_channels=64 does not fit"),
+    ("config", {"num_classes": "11"}, "num_classes='11' has the wrong type; expected an integer"),
+    ("config", {"decoder_channels": 64}, "decoder_channels=64 has the wrong type"),
     ("config", {"encoder_reductions": ["a"] * 5}, "encoder_reductions"),
     ("config", [1, 2], "lacks a config"),
     ("meta", {"class_names": "sky"}, "metadata class_names"),
     ("meta", {"std": [0, 0, 0]}, "metadata std"),
-    ("meta", ["not", "a", "dict"], "metadata is list"),
+    ("meta", ["not", "a", "dict"], "metadata=['not', 'a', 'dict'] has the wrong type"),
 ])
 def test_checkpoint_fields_of_the_wrong_type_are_one_line(tmp_path, capfd, field, value, expected):
     model = hyperseg.create_model("hyperseg", encoder_name="tf_efficientnet_lite0", num_classes=3,
@@ -720,7 +720,7 @@ def test_checkpoint_asking_for_huge_layers_is_refused_before_allocating(tmp_path
     ("hyperseg_efficientnet('efficientnet-b1', num_classes='x', level_channels=[64, 32, 16, 16, 16])", "wrong type"),
     ("hyperseg_efficientnet('efficientnet-b1', level_channels=5)", "wrong type"),
     ("hyperseg_efficientnet('efficientnet-b1')", "lacks the argument 'level_channels'"),
-    ("hyperseg_efficientnet('efficientnet-b1', level_channels=['a', 'b', 'c', 'd', 'e'])", "does not fit its type"),
+    ("hyperseg_efficientnet('efficientnet-b1', level_channels=['a', 'b', 'c', 'd', 'e'])", "has the wrong type"),
     ("hyperseg_efficientnet('efficientnet-b1', weight_groups='x', level_channels=[64, 32, 16, 16, 16])", "weight_groups"),
 ])
 def test_authors_arch_strings_of_the_wrong_shape_are_one_line(tmp_path, capfd, arch, expected):

@@ -6,43 +6,21 @@ lists, numbers, strings and None, so it can live inside a ``weights_only`` check
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from ..errors import HypersegError
+from ..validate import Rule, at_least, check_fields, list_of, one_of, refusal, reject_unknown, within
 
 __all__ = ["HyperSegConfig", "PlainConfig"]
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    """Whether a plain-data ``value`` fits the annotation ``tp`` (ints count as floats, bools as neither)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Union:
-        return any(_matches(value, a) for a in args)
-    if tp is type(None):
-        return value is None
-    if origin is list:
-        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
-    if tp is dict or origin is dict:
-        return isinstance(value, dict)
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if tp is str:
-        return isinstance(value, str)
-    return True
 
 
 class PlainConfig:
     """A dataclass config that round-trips through a plain dict and rejects unknown keys and values of
     the wrong type (a checkpoint's or arch string's fields are checked before anything is built)."""
 
-    kind = "config"  # named in the error for an unknown key
+    kind = "config"  # where an error says the value is
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -51,24 +29,18 @@ class PlainConfig:
     def from_dict(cls, data: dict[str, Any]):
         if not isinstance(data, dict):
             raise HypersegError(f"a {cls.kind} must be a mapping of fields, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise HypersegError(f"unknown {cls.kind} key(s) {unknown}; valid keys are {sorted(known)}")
+        reject_unknown(data, [f.name for f in dataclasses.fields(cls)], cls.kind)
         return cls(**data)
 
     def check_types(self) -> None:
         """Raise naming the first field whose value does not fit its annotation."""
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not _matches(value, hints[f.name]):
-                raise HypersegError(f"{self.kind} field {f.name}={value!r:.80} does not fit its type "
-                                    f"{_type_name(hints[f.name])}")
+        self._check_fields({})
 
-
-def _type_name(tp: Any) -> str:
-    return str(tp).replace("typing.", "") if typing.get_origin(tp) else getattr(tp, "__name__", str(tp))
+    def _check_fields(self, rules: dict[str, Rule]) -> None:
+        """Raise naming the first field whose value does not fit its annotation, then the first that
+        ``rules`` refuses."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        check_fields(values, typing.get_type_hints(type(self)), rules, self.kind)
 
 
 @dataclass
@@ -151,51 +123,44 @@ class HyperSegConfig(PlainConfig):
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError with one sentence naming the first inconsistent field."""
-        self.check_types()
-        # the modules own their choices; this is the one place a config is checked against them
-        from .backbone import PADDING_MODES
-        from .channel_division import DIVISION_RULES
-        from .context_head import CONTEXT_HEADS, CONTEXT_PADDING
-        from .decoder.meta_blocks import WINDOW_MODES
-        from .weight_mapper import SIGNAL_SLICING
-
-        choices = {
-            "encoder_padding": PADDING_MODES,
-            "context_head": tuple(CONTEXT_HEADS),
-            "context_padding": CONTEXT_PADDING,
-            "decoder_window": WINDOW_MODES,
-            "signal_slicing": SIGNAL_SLICING,
-            "channel_division": DIVISION_RULES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise HypersegError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("num_classes", "in_channels", "context_levels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise HypersegError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("decoder_channels", "weight_groups"):
-            values = getattr(self, name)
-            if values is not None and any(not isinstance(v, int) or v < 1 for v in values):
-                raise HypersegError(f"{name} must hold positive integers, got {values}")
-        if any(not 0 < r <= 1 for r in self.encoder_reductions):
-            raise HypersegError(f"encoder_reductions must be in (0, 1], got {self.encoder_reductions}")
+        """Raise ValueError with one line naming the first field of the wrong type, out of range, or
+        inconsistent with another."""
+        self._check_fields(_field_ranges())
         levels = len(self.decoder_kernel_sizes)
-        if not 1 <= levels <= 6:
-            raise HypersegError(f"decoder_kernel_sizes must have 1 to 6 entries (levels), got {self.decoder_kernel_sizes}")
-        if any(k < 1 or k % 2 == 0 for k in self.decoder_kernel_sizes):
-            raise HypersegError(f"decoder_kernel_sizes must be odd and positive, got {self.decoder_kernel_sizes}")
         if self.decoder_channels is not None and len(self.decoder_channels) < levels - 1:
-            raise HypersegError(
-                f"decoder_channels needs {levels - 1} or {levels} entries for {levels} levels, got {self.decoder_channels}"
-            )
-        if self.patch_grid is not None and (len(self.patch_grid) != 2 or min(self.patch_grid) < 1):
-            raise HypersegError(f"patch_grid must be None or [rows, cols] >= 1, got {self.patch_grid}")
-        if self.context_levels < 1:
-            raise HypersegError(f"context_levels must be >= 1, got {self.context_levels}")
+            raise refusal(self.kind, "decoder_channels", self.decoder_channels,
+                          f"at least {levels - 1} values for {levels} decoder levels",
+                          "disagrees with decoder_kernel_sizes")
 
     def replace(self, **overrides: Any) -> "HyperSegConfig":
         data = self.to_dict()
         data.update(overrides)
         return self.from_dict(data)
+
+
+def _field_ranges() -> dict[str, Rule]:
+    """The range of each HyperSegConfig field that has one, checked in this order."""
+    # the modules own their choices; this is the one place a config is checked against them
+    from .backbone import PADDING_MODES
+    from .channel_division import DIVISION_RULES
+    from .context_head import CONTEXT_HEADS, CONTEXT_PADDING
+    from .decoder.meta_blocks import WINDOW_MODES
+    from .weight_mapper import SIGNAL_SLICING
+
+    odd = Rule("an odd number >= 1", lambda k: k >= 1 and k % 2 == 1)
+    return {
+        "encoder_padding": one_of(*PADDING_MODES),
+        "context_head": one_of(*CONTEXT_HEADS),
+        "context_padding": one_of(*CONTEXT_PADDING),
+        "decoder_window": one_of(*WINDOW_MODES),
+        "signal_slicing": one_of(*SIGNAL_SLICING),
+        "channel_division": one_of(*DIVISION_RULES),
+        "num_classes": at_least(1),
+        "in_channels": at_least(1),
+        "context_levels": at_least(1),
+        "decoder_channels": list_of(at_least(1)),
+        "weight_groups": list_of(at_least(1)),
+        "encoder_reductions": list_of(within(0, 1, low_open=True)),
+        "decoder_kernel_sizes": list_of(odd, (1, 6)),
+        "patch_grid": list_of(at_least(1), 2),
+    }

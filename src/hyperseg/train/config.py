@@ -10,11 +10,12 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import yaml
 
 from ..errors import HypersegError
+from ..validate import Rule, at_least, check_fields, check_value, list_of, one_of, positive, reject_unknown, within
 
 __all__ = ["RunConfig", "ModelSection", "DataSection", "OptimSection", "LossSection", "DistillSection", "TrainSection",
            "load_config", "ConfigError"]
@@ -121,26 +122,13 @@ class RunConfig:
         """Build a config, coercing each value to its field's type and checking its range."""
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping of sections, got {type(data).__name__}")
-        sections = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(sections))
-        if unknown:
-            raise ConfigError(f"{where}: unknown config section(s) {unknown}; valid: {sorted(sections)}")
-        built = {}
-        for f in dataclasses.fields(cls):
-            section_cls = f.default_factory().__class__  # type: ignore[misc]
-            values = data.get(f.name) or {}
-            if not isinstance(values, dict):
-                raise ConfigError(f"{where}: section {f.name!r} must be a mapping")
-            hints = typing.get_type_hints(section_cls)
-            bad = sorted(set(values) - set(hints))
-            if bad:
-                raise ConfigError(f"{where}: unknown config key(s) {[f'{f.name}.{b}' for b in bad]}; "
-                                  f"valid keys in {f.name!r}: {sorted(hints)}")
-            typed = {key: _coerce(value, hints[key], f"{f.name}.{key}", where) for key, value in values.items()}
-            for key, value in typed.items():
-                _check_range(f"{f.name}.{key}", value, where)
-            built[f.name] = section_cls(**typed)
-        return cls(**built)
+        sections = typing.get_type_hints(cls)
+        try:
+            reject_unknown(data, sections, where, "section")
+            return cls(**{name: _section(name, section_cls, data.get(name) or {}, where)
+                          for name, section_cls in sections.items()})
+        except HypersegError as exc:
+            raise ConfigError(str(exc)) from None
 
     def check(self, where: str = "config") -> "RunConfig":
         """Refuse settings that are each in range but do nothing, or fail late, together: a crop focus
@@ -162,111 +150,59 @@ class RunConfig:
         return self
 
 
-def _describe(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Union:
-        inner = [a for a in args if a is not type(None)]
-        return f"{_describe(inner[0])} or null"
-    if origin is list:
-        return f"a list of {_describe(args[0]).replace('a number', 'numbers').replace('an integer', 'integers')}"
-    return {float: "a number", int: "an integer", bool: "true or false", str: "text", dict: "a mapping"}.get(tp, str(tp))
+def _section(name: str, section_cls: type, values: Any, where: str) -> Any:
+    """One section built from its ``values``, each coerced to its field's type and checked against its range."""
+    values = check_value(values, dict, None, where, name)
+    annotations = typing.get_type_hints(section_cls)
+    reject_unknown(values, annotations, where, prefix=f"{name}.")
+    if name == "train" and values.get("amp") is False:
+        values = {**values, "amp": "off"}  # YAML 1.1 reads a bare `off` as false
+    return section_cls(**check_fields(values, annotations, _RANGES.get(name, {}), where, prefix=f"{name}.",
+                                      coerce=True))
 
 
-def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
-    """``value`` as type ``tp``: "1e-3" (PyYAML reads it as text) becomes 0.001, 2.0 becomes 2 for integers."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    fail = ConfigError(f"{where}: {key}={value!r} is not {_describe(tp)}")
-    if origin is Union:
-        if value is None:
-            return None
-        return _coerce(value, next(a for a in args if a is not type(None)), key, where)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise fail
-        return [_coerce(v, args[0], key, where) for v in value]
-    if key == "train.amp" and value is False:
-        return "off"  # YAML 1.1 reads a bare `off` as false
-    if isinstance(value, bool) and tp is not bool:
-        raise fail
-    try:
-        if tp is float and isinstance(value, (int, float, str)):
-            return float(value)
-        if tp is int:
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if isinstance(value, (int, str)):
-                return int(value)
-        if tp is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "false"):
-                return value.lower() == "true"
-        if tp is str and isinstance(value, (str, int, float)):
-            return str(value)
-        if tp is dict and isinstance(value, dict):
-            return value
-    except (ValueError, OverflowError):
-        pass
-    raise fail
-
-
-def _at_least(low: float) -> tuple[str, Callable[[Any], bool]]:
-    return f">= {low:g}", lambda v: v >= low
-
-
-def _positive() -> tuple[str, Callable[[Any], bool]]:
-    return "> 0 and finite", lambda v: 0 < v < math.inf
-
-
-def _within(low: float, high: float) -> tuple[str, Callable[[Any], bool]]:
-    return f"in [{low:g}, {high:g}]", lambda v: low <= v <= high
-
-
-def _pair(check: tuple[str, Callable[[Any], bool]]) -> tuple[str, Callable[[Any], bool]]:
-    return f"two values, each {check[0]}", lambda v: len(v) == 2 and all(check[1](x) for x in v)
-
-
-_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "model.input_scale": ("in (0, 2]", lambda v: 0 < v <= 2),
-    "data.crop_size": _pair(_at_least(32)),
-    "data.val_resize": _pair(_at_least(32)),
-    "data.scale_range": ("two numbers 0 < low <= high", lambda v: len(v) == 2 and 0 < v[0] <= v[1] < math.inf),
-    "data.scale_prob": _within(0, 1),
-    "data.hflip": _within(0, 1),
-    "data.color_jitter": _within(0, 1),
-    "data.rotation": _within(0, 180),
-    "data.focus_prob": _within(0, 1),
-    "train.ema_decay": ("in [0, 1)", lambda v: 0 <= v < 1),
-    "data.batch_size": _at_least(1),
-    "data.val_batch_size": _at_least(1),
-    "data.workers": _at_least(0),
-    "optim.lr": _positive(),
-    "optim.betas": ("two numbers in [0, 1)", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
-    "optim.weight_decay": ("a number >= 0", lambda v: 0 <= v < math.inf),
-    "optim.poly_power": ("a number >= 0", lambda v: 0 <= v < math.inf),
-    "optim.max_iters": _at_least(1),
-    "optim.accum_steps": _at_least(1),
-    "loss.name": ("ce or bootstrapped_ce", lambda v: v in ("ce", "bootstrapped_ce")),
-    "loss.k": _at_least(1),
-    "loss.threshold": ("in (0, 1]", lambda v: 0 < v <= 1),
-    "loss.class_weights": ("a list of numbers >= 0", lambda v: all(0 <= w < math.inf for w in v)),
-    "loss.lovasz_weight": ("a number >= 0", lambda v: 0 <= v < math.inf),
-    "loss.lovasz_stride": _at_least(1),
-    "distill.temperature": _positive(),
-    "distill.weight": _within(0, 1),
-    "train.seed": _at_least(0),
-    "train.amp": ("off, bf16 or fp16", lambda v: v in ("off", "bf16", "fp16")),
-    "train.threads": _at_least(0),
-    "train.log_interval": _at_least(1),
-    "train.val_interval": _at_least(0),
-    "train.ckpt_interval": _at_least(1),
+_RANGES: dict[str, dict[str, Rule]] = {
+    "model": {"input_scale": within(0, 2, low_open=True)},
+    "data": {
+        "crop_size": list_of(at_least(32), 2),
+        "val_resize": list_of(at_least(32), 2),
+        "scale_range": Rule("two numbers 0 < low <= high", lambda v: len(v) == 2 and 0 < v[0] <= v[1] < math.inf),
+        "scale_prob": within(0, 1),
+        "hflip": within(0, 1),
+        "color_jitter": within(0, 1),
+        "rotation": within(0, 180),
+        "focus_prob": within(0, 1),
+        "batch_size": at_least(1),
+        "val_batch_size": at_least(1),
+        "workers": at_least(0),
+    },
+    "optim": {
+        "lr": positive(),
+        "betas": list_of(within(0, 1, high_open=True), 2),
+        "weight_decay": at_least(0),
+        "poly_power": at_least(0),
+        "max_iters": at_least(1),
+        "accum_steps": at_least(1),
+    },
+    "loss": {
+        "name": one_of("ce", "bootstrapped_ce"),
+        "k": at_least(1),
+        "threshold": within(0, 1, low_open=True),
+        "class_weights": list_of(at_least(0)),
+        "lovasz_weight": at_least(0),
+        "lovasz_stride": at_least(1),
+    },
+    "distill": {"temperature": positive(), "weight": within(0, 1)},
+    "train": {
+        "seed": at_least(0),
+        "amp": one_of("off", "bf16", "fp16"),
+        "ema_decay": within(0, 1, high_open=True),
+        "threads": at_least(0),
+        "log_interval": at_least(1),
+        "val_interval": at_least(0),
+        "ckpt_interval": at_least(1),
+    },
 }
-
-
-def _check_range(key: str, value: Any, where: str) -> None:
-    rule = _RANGES.get(key)
-    if rule is not None and value is not None and not rule[1](value):
-        raise ConfigError(f"{where}: {key}={value!r} is out of range; expected {rule[0]}")
 
 
 # A YAML file this many nodes long once its aliases are expanded is an attack, not a recipe.
