@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .options import OFFERED
+
 __all__ = ["MIOU_TOLERANCE", "MIN_AGREEMENT", "CPU_KINDS", "cpu_kind", "PrecisionChoice", "choose_precision",
            "cached_agreement", "label_agreement"]
 
@@ -100,8 +102,7 @@ def choose_precision(meta: dict[str, Any], runtime: str, *, device_type: str = "
     if device_type != "cpu":
         return PrecisionChoice("fp32", f"on {device_type} only fp32 has been measured")
     cpu = cpu or cpu_kind()
-    offered = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
-    candidates = [p for p in offered.get(runtime, ("fp32",)) if p != "bf16" or cpu == "bf16"]
+    candidates = [p for p in OFFERED.get(runtime, ("fp32",)) if p != "bf16" or cpu == "bf16"]
     miou = meta.get("precision_miou") or {}
     base = miou.get("fp32")
     latency = (meta.get("latency_ms") or {}).get(cpu) or {}

@@ -24,6 +24,7 @@ from ..data.io import DataError, ImageTooLargeError, UnsupportedImageError, deco
 from ..infer.predictor import DEFAULT_MAX_SIZE, Predictor
 from ..errors import HypersegError, ResourceError
 from ..runtime.cache import check_cache_settings, isolate_conversions
+from ..runtime.options import RuntimeOptions, split_options
 from .pool import InferencePool, PoolBusy, PoolNotReady
 from .upload import UPLOAD_IDLE_TIMEOUT_S, UploadError, read_upload
 
@@ -84,9 +85,12 @@ _UPLOAD_BODY = {
 
 def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queue: int = 16,
                max_upload_mb: float = 20.0, max_megapixels: float = 50.0, max_size: Optional[int] = DEFAULT_MAX_SIZE,
-               upload_timeout_s: float = UPLOAD_IDLE_TIMEOUT_S, **predictor_options: Any) -> FastAPI:
-    """The server for one model (any source :class:`~hyperseg.Predictor` takes, with its
-    ``predictor_options``: runtime, precision, device, calibration, meta).
+               upload_timeout_s: float = UPLOAD_IDLE_TIMEOUT_S, options: Optional[RuntimeOptions] = None,
+               **predictor_options: Any) -> FastAPI:
+    """The server for one model (any source :class:`~hyperseg.Predictor` takes, run as ``options``
+    say, a :class:`~hyperseg.runtime.options.RuntimeOptions`, or as its fields given as keywords
+    say: runtime, precision, device, calibration, shapes; other ``predictor_options``, such as meta,
+    go to every Predictor as they are).
 
     ``workers`` predictors run requests in threads; up to ``max_queue`` more wait, and beyond that
     the server answers 503 with ``Retry-After``. Uploads over ``max_upload_mb`` or images over
@@ -99,10 +103,11 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
     if isinstance(upload_timeout_s, bool) or not isinstance(upload_timeout_s, (int, float)) \
             or not 0 < upload_timeout_s < math.inf:
         raise HypersegError(f"upload_timeout_s={upload_timeout_s!r}: expected a positive, finite number of seconds")
+    options, predictor_options = split_options(options, predictor_options)  # checked once, for every worker
     # a bad cache setting is refused now, not by the first request that converts (the folder itself is
     # checked when a runtime that converts is loaded: --runtime torch never writes there)
     check_cache_settings(folder=False)
-    pool = InferencePool(lambda: Predictor(model, max_size=max_size, **predictor_options),
+    pool = InferencePool(lambda: Predictor(model, max_size=max_size, options=options, **predictor_options),
                          workers=workers, max_queue=max_queue)
     max_bytes = int(max_upload_mb * 2**20)
     max_pixels = int(max_megapixels * 1e6)
