@@ -55,13 +55,12 @@ def run(args: argparse.Namespace) -> int:
         if not files:
             raise HypersegError("no input given and no bundled sample image found")
     proc = init_process(args.device)
-    options = runtime_options(args, device=str(proc.device))
-    predictor = Predictor(args.model, options=options, meta=onnx_meta(args), max_size=args.max_size or None,
-                          **tta_options(args))
+    predictor = Predictor(args.model, options=runtime_options(args, device=str(proc.device)), meta=onnx_meta(args),
+                          max_size=args.max_size or None, **tta_options(args))
     if proc.main:
         print(f"model: {predictor.runtime.statement()}", file=sys.stderr)
     options = job_options(predictor, args.model, alpha=args.alpha, legend=args.legend, video_labels=args.video_labels,
-                          batch_size=args.batch_size, calibration=options.calibration)
+                          batch_size=args.batch_size, calibration=predictor.options.calibration)
     summary = predict_job(predictor, files, out, options=options, proc=proc, resume=args.resume,
                           overwrite=args.overwrite, alpha=args.alpha, legend=args.legend,
                           video_labels=args.video_labels, batch_size=args.batch_size, overlap=args.overlap,
