@@ -119,7 +119,7 @@ def choose_precision(meta: dict[str, Any], runtime: str, *, device_type: str = "
         rule = "bf16" if "bf16" in eligible else "fp32"
         pick = "int8" if "int8" in eligible and faster("int8", rule) else rule
         if pick == "fp32":
-            why = ("no native bf16 on this CPU" if cpu != "bf16" and "bf16" in offered.get(runtime, ()) else
+            why = ("no native bf16 on this CPU" if cpu != "bf16" and "bf16" in OFFERED.get(runtime, ()) else
                    "no lower precision measured within 0.3 mIoU and faster here")
             return PrecisionChoice("fp32", why)
         speed = ("native bf16 on this CPU" if pick == "bf16" else
@@ -133,7 +133,7 @@ def choose_precision(meta: dict[str, Any], runtime: str, *, device_type: str = "
                                            f"on the sample images")
         return PrecisionChoice("fp32", f"bf16 agreed with fp32 on only {100 * share:.2f} % of pixels "
                                        f"(at least {100 * MIN_AGREEMENT:.1f} % needed)")
-    if cpu != "bf16" and "bf16" in offered.get(runtime, ()):
+    if cpu != "bf16" and "bf16" in OFFERED.get(runtime, ()):
         return PrecisionChoice("fp32", "no native bf16 on this CPU")
     return PrecisionChoice("fp32", "the weights carry no accuracy measurements of other precisions")
 
