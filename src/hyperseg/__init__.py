@@ -11,7 +11,7 @@ __all__ = [
     "HyperSeg", "HyperSegConfig", "create_model", "list_models", "model_cfg",
     "from_official", "load_model", "save_model", "fuse_bn", "profile",
     "Weights", "get_weights", "list_weights", "register_weights",
-    "Predictor", "load_runtime",
+    "Predictor", "load_runtime", "RuntimeOptions",
 ]
 
 
@@ -25,4 +25,8 @@ def __getattr__(name: str):
         from .runtime import load_runtime
 
         return load_runtime
+    if name == "RuntimeOptions":
+        from .runtime.options import RuntimeOptions
+
+        return RuntimeOptions
     raise AttributeError(f"module 'hyperseg' has no attribute {name!r}")

@@ -6,6 +6,7 @@ serve: uvicorn's server is replaced by one that drives the very app the command 
 Starlette's TestClient, so ``/v1/model`` reports the runtime the command loaded and a full queue
 answers 503 with Retry-After.
 """
+import dataclasses
 import json
 import threading
 import time
@@ -33,7 +34,8 @@ def predictors(monkeypatch):
 
     def spy_init(self, source, **kwargs):
         record["init"].append(dict(kwargs))
-        init(self, source, **{**kwargs, "runtime": "torch", "precision": "fp32", "calibration": None})
+        torch_fp32 = dataclasses.replace(kwargs["options"], runtime="torch", precision="fp32", calibration=None)
+        init(self, source, **{**kwargs, "options": torch_fp32})
 
     def spy_call(self, image):
         record["images"].append(np.array(image))
@@ -68,7 +70,8 @@ def test_bench_device_and_calibration_reach_every_predictor(predictors, tmp_path
     (tmp_path / "calib").mkdir()
     assert cli_main([*BENCH, "--device", "cpu", "--calibration", str(tmp_path / "calib"),
                      "--out", str(tmp_path / "r.json")]) == 0
-    assert [(i["device"], i["calibration"]) for i in predictors["init"]] == [("cpu", str(tmp_path / "calib"))]
+    assert [(i["options"].device, i["options"].calibration) for i in predictors["init"]] == \
+        [("cpu", str(tmp_path / "calib"))]
     result = json.loads((tmp_path / "r.json").read_text())
     assert [e["runtime"] for e in result["entries"]] == ["torch"]
 
@@ -112,8 +115,8 @@ def test_serve_runtime_options_reach_the_runtime_the_app_uses(served, predictors
                               "--workers", "1", "--max-queue", "3"], scenario)
     asked = predictors["init"]
     assert len(asked) == 1
-    assert {k: asked[0][k] for k in ("runtime", "precision", "shapes", "device", "calibration")} == \
-        dict(runtime="onnxruntime", precision="int8", shapes="static", device="cpu", calibration="calib")
+    assert asked[0]["options"] == hyperseg.RuntimeOptions(runtime="onnxruntime", precision="int8", shapes="static",
+                                                          device="cpu", calibration="calib")
     # what /v1/model reports is the runtime the pool's predictor runs (here the spy's torch fp32)
     assert (info["runtime"], info["precision"]) == (predictor.runtime.name, predictor.runtime.precision)
     assert (info["workers"], info["max_queue"]) == (1, 3)

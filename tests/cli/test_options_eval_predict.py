@@ -5,6 +5,7 @@ model cache's files read back, the calibration images the audit hook saw opened,
 Like cli/test_options.py, the fast built-in weights run with ``--runtime torch --precision fp32``
 where the option does not need another runtime, so that the eager model is the oracle's arithmetic.
 """
+import dataclasses
 import shutil
 import threading
 from pathlib import Path
@@ -161,13 +162,15 @@ def test_shapes_reaches_the_runtime_loader(tiny_camvid, street, tmp_path, monkey
     asked = []
     load_runtime, init = runtime_package.load_runtime, hyperseg.Predictor.__init__
 
+    def torch_fp32(kwargs):
+        asked.append(kwargs["options"])
+        return {**kwargs, "options": dataclasses.replace(kwargs["options"], runtime="torch", precision="fp32")}
+
     def spy(source, **kwargs):  # eval asks load_runtime
-        asked.append(dict(kwargs))
-        return load_runtime(source, **{**kwargs, "runtime": "torch", "precision": "fp32"})
+        return load_runtime(source, **torch_fp32(kwargs))
 
     def spy_init(self, source, **kwargs):  # predict asks a Predictor
-        asked.append(dict(kwargs))
-        init(self, source, **{**kwargs, "runtime": "torch", "precision": "fp32"})
+        init(self, source, **torch_fp32(kwargs))
 
     monkeypatch.setattr(runtime_package, "load_runtime", spy)
     monkeypatch.setattr(hyperseg.Predictor, "__init__", spy_init)
@@ -176,7 +179,7 @@ def test_shapes_reaches_the_runtime_loader(tiny_camvid, street, tmp_path, monkey
         run_eval(["--data", tiny_camvid, "--split", "val"], tmp_path / "m.json", model=model)
     else:
         run_predict([street], tmp_path / "out", model=model)
-    assert [(a["runtime"], a["shapes"]) for a in asked] == [("onnxruntime", shapes)]
+    assert [(a.runtime, a.shapes) for a in asked] == [("onnxruntime", shapes)]
 
 
 # ---------------------------------------------------------------------------------------------- predict

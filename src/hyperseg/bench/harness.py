@@ -28,6 +28,7 @@ from ..data.transforms import normalize
 from ..errors import HypersegError, ResourceError
 from ..hub.resolve import is_untrained_architecture, resolve_model
 from ..runtime.inference import limited_size, model_input_size, predict_logits
+from ..runtime.options import RuntimeOptions
 from ..infer.predictor import DEFAULT_MAX_SIZE, Predictor
 
 __all__ = ["benchmark", "machine_info", "format_report", "interleaved"]
@@ -121,6 +122,9 @@ def benchmark(source: Union[str, Path, torch.nn.Module], *, size: Sequence[int] 
     if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 32):
         raise HypersegError(f"--max-size {max_size!r}: expected a number of pixels >= 32, or no limit "
                             f"(0 on the command line, None in Python)")
+    # every name checked before anything loads; a valid combination this machine cannot run is skipped below
+    plans = [RuntimeOptions(runtime=runtime, precision=precision, device=device, calibration=calibration)
+             for runtime, precision in candidates]
     img = _image(image, size)
     model = source
     untrained = is_untrained_architecture(source)
@@ -133,11 +137,11 @@ def benchmark(source: Union[str, Path, torch.nn.Module], *, size: Sequence[int] 
     predictors: list[Predictor] = []
     entries: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    for runtime, precision in candidates:
+    for options in plans:
+        runtime, precision = options.runtime, options.precision
         start = time.perf_counter()
         try:
-            predictor = Predictor(model, runtime=runtime, precision=precision, device=device, calibration=calibration,
-                                  max_size=max_size)
+            predictor = Predictor(model, options=options, max_size=max_size)
             labels = predictor(img)  # converts (and caches) on first use
         except ResourceError:
             raise  # the machine, not the combination: every other one would fail alike

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from ..runtime.options import DEVICES, PRECISION_CHOICES, RUNTIMES
 from .options import check_output, split_list, parse_pair, add_model_arguments
 
 
@@ -16,16 +17,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="segment images whose longer side is larger at this size, end to end and model only alike, "
                         "as predict does (0: no limit)")
     p.add_argument("--runtime", default="eager,auto",
-                   help="comma-separated: eager, torch, onnxruntime, openvino, auto (default: the eager reference, "
-                        "then the default path)")
+                   help=f"comma-separated: {', '.join(('eager',) + RUNTIMES + ('auto',))} (default: the eager "
+                        "reference, then the default path)")
     p.add_argument("--precision", default="auto",
-                   help="comma-separated: auto, fp32, bf16, int8 (default auto: what predict would choose; the eager "
-                        "reference is always fp32)")
+                   help=f"comma-separated: {', '.join(PRECISION_CHOICES)} (default auto: what predict would choose; "
+                        "the eager reference is always fp32)")
     p.add_argument("--rounds", type=int, default=15, help="timed rounds; each runs every candidate once, order alternating")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls of each candidate first")
     p.add_argument("--image", default=None, help="image to time on (default: the bundled CamVid sample)")
     p.add_argument("--calibration", default=None, help="image folder for int8 conversion")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--device", default="auto", help=" | ".join(DEVICES))
     p.add_argument("--out", default=None, help="write the results as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)

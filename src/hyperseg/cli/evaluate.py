@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .options import (check_output, runtime_options, whole_number, add_tta_arguments, tta_options,
+from .options import (check_output, runtime_options, onnx_meta, whole_number, add_tta_arguments, tta_options,
                       add_runtime_arguments, add_dataset_arguments, dataset_from_args, add_model_arguments)
 
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> None:
     from ..process.distributed import init_process
 
     proc = init_process(args.device)  # under torchrun: each rank scores its share, the confusion matrices are summed
-    model = load_runtime(args.model, **{**runtime_options(args), "device": str(proc.device)})
+    model = load_runtime(args.model, options=runtime_options(args, device=str(proc.device)), meta=onnx_meta(args))
     if proc.main:
         print(f"model: {model.statement()}" + (f", {proc.world} processes" if proc.distributed else ""),
               file=sys.stderr)

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from ..errors import HypersegError
+from ..runtime.options import STORED_PRECISIONS
 from .options import check_output, parse_pair, add_model_arguments
 
 
@@ -17,7 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "model's input size at, after the weights' input scale: 288x384 for camvid_fast)")
     p.add_argument("--dynamic", action="store_true",
                    help="accept any batch and size (height and width padded to the model's multiple of 64)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="weights and activations of the file")
+    p.add_argument("--precision", default="fp32", choices=STORED_PRECISIONS,
+                   help="the precision the file stores, weights and activations: fp32, or int8 calibrated on "
+                        "--calibration images. predict, eval and serve run the file at it (their --precision auto); "
+                        "bf16 is never stored: an fp32 file runs at bf16 in OpenVINO with --precision bf16")
     p.add_argument("--calibration", default=None, help="folder of images for int8 calibration")
     p.add_argument("--calibration-count", type=int, default=30, help="how many images to calibrate on")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset version, 18 or newer")

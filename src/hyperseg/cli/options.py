@@ -7,8 +7,9 @@ from typing import Callable, Optional, Sequence
 
 from ..errors import HypersegError, OutputExistsError
 from ..hub.weights import DEFAULT_MODEL
+from ..runtime.options import DEVICES, PRECISION_CHOICES, RUNTIME_CHOICES, SHAPES, RuntimeOptions
 
-__all__ = ["check_output", "runtime_options", "whole_number", "split_list", "parse_floats", "parse_pair",
+__all__ = ["check_output", "runtime_options", "onnx_meta", "whole_number", "split_list", "parse_floats", "parse_pair",
            "add_tta_arguments", "tta_options", "add_runtime_arguments", "add_dataset_arguments", "dataset_from_args",
            "MODEL_HELP", "add_model_arguments", "resolve_model_argument"]
 
@@ -28,8 +29,14 @@ def check_output(path, option: str, overwrite: bool, inputs: Sequence = ()) -> N
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{option} {path} already exists; choose another name or pass --overwrite")
 
-def runtime_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of ``load_runtime`` that every inference command shares."""
+def runtime_options(args: argparse.Namespace, device: Optional[str] = None) -> RuntimeOptions:
+    """The one :class:`RuntimeOptions` of an inference command, checked here, from its runtime
+    arguments; ``device`` (the process's own, under torchrun) stands in for --device where given."""
+    return RuntimeOptions(runtime=args.runtime, precision=args.precision, shapes=args.shapes,
+                          device=args.device if device is None else device, calibration=args.calibration)
+
+def onnx_meta(args: argparse.Namespace) -> Optional[dict]:
+    """--mean, --std and --classes: what an .onnx file without our metadata lacks (None: none given)."""
     meta = {}
     if args.mean:
         meta["mean"] = parse_floats(args.mean, "--mean", 3)
@@ -37,8 +44,7 @@ def runtime_options(args: argparse.Namespace) -> dict:
         meta["std"] = parse_floats(args.std, "--std", 3)
     if args.classes:
         meta["class_names"] = split_list(args.classes)
-    return dict(runtime=args.runtime, precision=args.precision, device=args.device, calibration=args.calibration,
-                meta=meta or None, shapes=args.shapes)
+    return meta or None
 
 def whole_number(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number >= ``minimum`` (argparse names the option in its one-line error)."""
@@ -89,18 +95,21 @@ def tta_options(args: argparse.Namespace) -> dict:
     scales = parse_floats(args.scales, "--scales") if args.scales else [1.0]
     return dict(flip=args.flip, scales=scales, window=parse_pair(args.window))
 
-def add_runtime_arguments(p: argparse.ArgumentParser, shapes: str = "static") -> None:
-    p.add_argument("--runtime", default="auto", help="auto (fastest installed) | torch | onnxruntime | openvino | eager")
-    p.add_argument("--shapes", default=shapes, choices=["static", "dynamic"],
+def add_runtime_arguments(p: argparse.ArgumentParser, shapes: str = RuntimeOptions.shapes) -> None:
+    """The arguments :func:`runtime_options` reads, with the choices and defaults of :class:`RuntimeOptions`."""
+    default = RuntimeOptions  # the class's field defaults
+    p.add_argument("--runtime", default=default.runtime,
+                   help=" | ".join(f"{c} (fastest installed)" if c == "auto" else c for c in RUNTIME_CHOICES))
+    p.add_argument("--shapes", default=shapes, choices=SHAPES,
                    help="converting a PyTorch model for onnxruntime/OpenVINO: once per input size (static, "
                         "faster graphs) or once for every size (dynamic, nothing grows with new sizes); "
                         f"default {shapes}")
-    p.add_argument("--precision", default="auto",
-                   help="auto | fp32 | bf16 | int8 (default auto: the fastest precision on this CPU whose val mIoU "
-                        "stays within 0.3 of fp32 for these weights, stated in one line; fp32 is exact; an .onnx "
-                        "file runs at the precision it holds)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--calibration", default=None, help="image folder to calibrate int8 conversion on")
+    p.add_argument("--precision", default=default.precision,
+                   help=f"{' | '.join(PRECISION_CHOICES)} (default {default.precision}: the fastest precision on "
+                        "this CPU whose val mIoU stays within 0.3 of fp32 for these weights, stated in one line; fp32 "
+                        "is exact; an .onnx file runs at the precision it holds)")
+    p.add_argument("--device", default=default.device, help=" | ".join(DEVICES))
+    p.add_argument("--calibration", default=default.calibration, help="image folder to calibrate int8 conversion on")
     p.add_argument("--mean", default=None, help="input mean r,g,b in [0, 1] (.onnx files without metadata)")
     p.add_argument("--std", default=None, help="input std r,g,b (.onnx files without metadata)")
     p.add_argument("--classes", default=None, help="comma-separated class names (.onnx files without metadata)")

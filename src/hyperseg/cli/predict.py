@@ -5,8 +5,8 @@ import argparse
 import sys
 
 from ..errors import HypersegError
-from .options import (runtime_options, whole_number, add_tta_arguments, tta_options, add_runtime_arguments,
-                      add_model_arguments)
+from .options import (runtime_options, onnx_meta, whole_number, add_tta_arguments, tta_options,
+                      add_runtime_arguments, add_model_arguments)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,12 +55,12 @@ def run(args: argparse.Namespace) -> int:
         if not files:
             raise HypersegError("no input given and no bundled sample image found")
     proc = init_process(args.device)
-    predictor = Predictor(args.model, max_size=args.max_size or None, **tta_options(args),
-                          **{**runtime_options(args), "device": str(proc.device)})
+    predictor = Predictor(args.model, options=runtime_options(args, device=str(proc.device)), meta=onnx_meta(args),
+                          max_size=args.max_size or None, **tta_options(args))
     if proc.main:
         print(f"model: {predictor.runtime.statement()}", file=sys.stderr)
     options = job_options(predictor, args.model, alpha=args.alpha, legend=args.legend, video_labels=args.video_labels,
-                          batch_size=args.batch_size, calibration=args.calibration)
+                          batch_size=args.batch_size, calibration=predictor.options.calibration)
     summary = predict_job(predictor, files, out, options=options, proc=proc, resume=args.resume,
                           overwrite=args.overwrite, alpha=args.alpha, legend=args.legend,
                           video_labels=args.video_labels, batch_size=args.batch_size, overlap=args.overlap,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import runtime_options, add_runtime_arguments, add_model_arguments
+from .options import runtime_options, onnx_meta, add_runtime_arguments, add_model_arguments
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,4 +30,4 @@ def run(args: argparse.Namespace) -> None:
 
     run_server(args.model, host=args.host, port=args.port, workers=args.workers, max_queue=args.max_queue,
                max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels,
-               upload_timeout_s=args.upload_timeout, **runtime_options(args))
+               upload_timeout_s=args.upload_timeout, options=runtime_options(args), meta=onnx_meta(args))

@@ -20,6 +20,7 @@ from ..errors import HypersegError
 from ..hub.weights import DEFAULT_MODEL
 from ..model.hyperseg import MIN_INPUT_SIZE
 from ..runtime import Runtime, load_runtime
+from ..runtime.options import RuntimeOptions, as_options
 from ..runtime.inference import check_test_time_options, model_input_size, predict_labels
 from . import render
 from .files import VIDEO_EXTENSIONS, collect_inputs, output_names, output_plan, predict_files
@@ -40,32 +41,38 @@ class Predictor:
     Args:
         model: built-in or registered weights name (default ``"camvid"``), checkpoint, authors'
             ``.pth``, ``.onnx`` file, model or :class:`~hyperseg.runtime.Runtime`.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        runtime: ``"auto"`` (fastest installed), ``"torch"``, ``"onnxruntime"``, ``"openvino"``, ``"eager"``.
-        precision: ``"auto"`` (the fastest precision on this CPU whose accuracy stays within 0.3 mIoU
-            of fp32 for these weights; ``runtime.statement()`` says what it took and why),
-            ``"fp32"`` (exact), ``"bf16"`` or ``"int8"``.
+        options: how to run it, a :class:`~hyperseg.runtime.options.RuntimeOptions`; or give its
+            fields (device, runtime, precision, calibration, shapes) as keywords instead, not both.
+        device: ``"auto"`` (the default), ``"cpu"`` or ``"cuda"``.
+        runtime: ``"auto"`` (the default: fastest installed), ``"torch"``, ``"onnxruntime"``,
+            ``"openvino"``, ``"eager"``.
+        precision: ``"auto"`` (the default: the fastest precision on this CPU whose accuracy stays
+            within 0.3 mIoU of fp32 for these weights; ``runtime.statement()`` says what it took and
+            why), ``"fp32"`` (exact), ``"bf16"`` or ``"int8"``.
         flip: test-time horizontal flip, see :func:`~hyperseg.runtime.inference.predict_logits`.
         scales: test-time scales, relative to the size the model sees.
         window: sliding-window (H, W) for images larger than the model should see at once.
         calibration: image folder for int8 conversion of a PyTorch model.
         meta: class names / mean / std for an ONNX file without our metadata.
-        shapes: ``"static"`` or ``"dynamic"``: how a PyTorch model is converted for onnxruntime or
-            OpenVINO, once per input size or once for all (see :func:`~hyperseg.runtime.load_runtime`).
+        shapes: ``"static"`` (the default) or ``"dynamic"``: how a PyTorch model is converted for
+            onnxruntime or OpenVINO, once per input size or once for all (see
+            :func:`~hyperseg.runtime.load_runtime`).
         max_size: images whose longer side exceeds it are segmented at that size and the labels
             scaled back up (nearest), which bounds memory; ``None`` segments every image at full size.
     """
 
-    def __init__(self, model: Union[nn.Module, Runtime, str, Path] = DEFAULT_MODEL, *, device: str = "auto",
-                 runtime: str = "auto", precision: Optional[str] = "auto", flip: bool = False,
+    def __init__(self, model: Union[nn.Module, Runtime, str, Path] = DEFAULT_MODEL, *,
+                 options: Optional[RuntimeOptions] = None, device: Optional[str] = None,
+                 runtime: Optional[str] = None, precision: Optional[str] = None, flip: bool = False,
                  scales: Sequence[float] = (1.0,), window: Optional[Sequence[int]] = None,
                  calibration: Optional[str] = None, meta: Optional[dict[str, Any]] = None,
-                 max_size: Optional[int] = DEFAULT_MAX_SIZE, shapes: str = "static") -> None:
+                 max_size: Optional[int] = DEFAULT_MAX_SIZE, shapes: Optional[str] = None) -> None:
         if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 32):
             raise HypersegError(f"max_size {max_size!r}: expected a whole number of pixels >= 32, or None")
         self.max_size = max_size
-        self.runtime = load_runtime(model, runtime=runtime, precision=precision, device=device,
-                                    calibration=calibration, meta=meta, shapes=shapes)
+        self.options = as_options(options, device=device, runtime=runtime, precision=precision,
+                                  calibration=calibration, shapes=shapes)
+        self.runtime = load_runtime(model, options=self.options, meta=meta)
         info = self.runtime.meta
         if self.runtime.num_classes > 256:  # labels are uint8: class 256 would be written as 0
             raise HypersegError(f"the model predicts {self.runtime.num_classes} classes; Predictor's label maps and "

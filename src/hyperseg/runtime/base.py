@@ -18,13 +18,9 @@ from torch import Tensor
 from ..errors import HypersegError, ResourceError
 from .labels import resized_labels
 
-__all__ = ["Runtime", "RUNTIMES", "PRECISIONS", "SHAPES", "fit_input", "restore_output", "padded_size", "scaled_size",
+__all__ = ["Runtime", "fit_input", "restore_output", "padded_size", "scaled_size",
            "input_scale", "model_input_size", "to_seen_size", "is_out_of_memory", "out_of_memory_error",
            "run_guarded"]
-
-RUNTIMES = ("torch", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16", "int8")
-SHAPES = ("static", "dynamic")  # how a PyTorch model is converted: per input size, or once for all
 
 
 # How allocation failures read: torch's CPU allocator ("DefaultCPUAllocator: can't allocate memory",

@@ -22,6 +22,7 @@ from .base import Runtime, fit_input, padded_size, restore_output
 from .cache import cache_dir, cache_lock, cached_onnx, check_cache_settings, openvino_cache_dir, size_label
 from .labels import label_graph
 from .onnx_export import read_onnx_meta, read_onnx_proto
+from .options import check_offered
 from .torch_runtime import runtime_meta
 
 __all__ = ["OnnxRuntimeRuntime", "OpenVinoRuntime", "ConvertedRuntime", "ONNX_RUNTIMES", "onnx_file_meta",
@@ -92,15 +93,15 @@ def check_logits_summary(shape: tuple[int, ...], finite: bool, batch: int, num_c
         raise HypersegError(f"{path}: the model returned NaN or infinite logits")
 
 
-def _check_precision(path: Path, stored: str, requested: Optional[str], allowed: tuple[str, ...], runtime: str) -> str:
+def _check_precision(path: Path, stored: str, requested: Optional[str], runtime: str) -> str:
+    """The precision a file that holds ``stored`` runs at in ``runtime`` when ``requested`` (None: as stored)."""
     precision = requested or stored
     if stored == "int8" and precision != "int8":
         raise HypersegError(f"{path} is an int8 model; it runs only at --precision int8")
     if stored == "fp32" and precision == "int8":
         raise HypersegError(f"{path} is a float32 model; make an int8 one with "
                             "`hyperseg export MODEL --precision int8 --calibration DIR`")
-    if precision not in allowed:
-        raise HypersegError(f"{runtime} does not offer precision {precision}; it offers {', '.join(allowed)}")
+    check_offered(runtime, precision)
     return precision
 
 
@@ -109,7 +110,6 @@ class _OnnxFileRuntime(Runtime):
 
     module: str  # the runtime's Python module, and the extra that installs it
     extra: str
-    precisions: tuple[str, ...]
 
     @classmethod
     def import_module(cls) -> Any:
@@ -120,9 +120,7 @@ class _OnnxFileRuntime(Runtime):
     def check_offers(cls, precision: str) -> None:
         """Refuse, before any file exists, a precision this runtime cannot run on this machine."""
         cls.import_module()
-        if precision not in cls.precisions:
-            offered = ", ".join(cls.precisions)
-            raise HypersegError(f"{cls.name} does not offer precision {precision}; it offers {offered}")
+        check_offered(cls.name, precision)
 
     def __init__(self, path: Union[str, Path], meta: dict[str, Any], precision: str) -> None:
         super().__init__(meta, precision)
@@ -180,14 +178,14 @@ class _OnnxFileRuntime(Runtime):
 
 class OnnxRuntimeRuntime(_OnnxFileRuntime):
     name = "onnxruntime"
-    module, extra, precisions = "onnxruntime", "onnx", ("fp32", "int8")
+    module, extra = "onnxruntime", "onnx"
 
     def __init__(self, path: Union[str, Path], *, precision: Optional[str] = None,
                  meta: Optional[dict[str, Any]] = None, device: Any = "auto") -> None:
         ort = self.import_module()
         path = Path(path)
         info = onnx_file_meta(path, meta)
-        super().__init__(path, info, _check_precision(path, info["precision"], precision, self.precisions, self.name))
+        super().__init__(path, info, _check_precision(path, info["precision"], precision, self.name))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # fatal only: a file that fails to load or run is reported once, in our one sentence below,
@@ -245,7 +243,7 @@ class OpenVinoRuntime(_OnnxFileRuntime):
     """OpenVINO on the CPU; the precision is always set explicitly (its own default on bf16 CPUs is bf16)."""
 
     name = "openvino"
-    module, extra, precisions = "openvino", "openvino", ("fp32", "bf16", "int8")
+    module, extra = "openvino", "openvino"
     _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: QDQ ops run in int8, the rest in f32
 
     @classmethod
@@ -258,7 +256,7 @@ class OpenVinoRuntime(_OnnxFileRuntime):
                  meta: Optional[dict[str, Any]] = None, device: Any = "auto") -> None:
         path = Path(path)
         info = onnx_file_meta(path, meta)
-        super().__init__(path, info, _check_precision(path, info["precision"], precision, self.precisions, self.name))
+        super().__init__(path, info, _check_precision(path, info["precision"], precision, self.name))
         core = openvino_core()
         if self.precision == "bf16":
             require_openvino_bf16(core)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .options import OFFERED
+
 __all__ = ["MIOU_TOLERANCE", "MIN_AGREEMENT", "CPU_KINDS", "cpu_kind", "PrecisionChoice", "choose_precision",
            "cached_agreement", "label_agreement"]
 
@@ -100,8 +102,7 @@ def choose_precision(meta: dict[str, Any], runtime: str, *, device_type: str = "
     if device_type != "cpu":
         return PrecisionChoice("fp32", f"on {device_type} only fp32 has been measured")
     cpu = cpu or cpu_kind()
-    offered = {"torch": ("fp32", "bf16"), "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
-    candidates = [p for p in offered.get(runtime, ("fp32",)) if p != "bf16" or cpu == "bf16"]
+    candidates = [p for p in OFFERED.get(runtime, ("fp32",)) if p != "bf16" or cpu == "bf16"]
     miou = meta.get("precision_miou") or {}
     base = miou.get("fp32")
     latency = (meta.get("latency_ms") or {}).get(cpu) or {}
@@ -118,7 +119,7 @@ def choose_precision(meta: dict[str, Any], runtime: str, *, device_type: str = "
         rule = "bf16" if "bf16" in eligible else "fp32"
         pick = "int8" if "int8" in eligible and faster("int8", rule) else rule
         if pick == "fp32":
-            why = ("no native bf16 on this CPU" if cpu != "bf16" and "bf16" in offered.get(runtime, ()) else
+            why = ("no native bf16 on this CPU" if cpu != "bf16" and "bf16" in OFFERED.get(runtime, ()) else
                    "no lower precision measured within 0.3 mIoU and faster here")
             return PrecisionChoice("fp32", why)
         speed = ("native bf16 on this CPU" if pick == "bf16" else
@@ -132,7 +133,7 @@ def choose_precision(meta: dict[str, Any], runtime: str, *, device_type: str = "
                                            f"on the sample images")
         return PrecisionChoice("fp32", f"bf16 agreed with fp32 on only {100 * share:.2f} % of pixels "
                                        f"(at least {100 * MIN_AGREEMENT:.1f} % needed)")
-    if cpu != "bf16" and "bf16" in offered.get(runtime, ()):
+    if cpu != "bf16" and "bf16" in OFFERED.get(runtime, ()):
         return PrecisionChoice("fp32", "no native bf16 on this CPU")
     return PrecisionChoice("fp32", "the weights carry no accuracy measurements of other precisions")
 

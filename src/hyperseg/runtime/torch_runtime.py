@@ -27,6 +27,7 @@ from ..model import HyperSeg
 from ..model.decoder.dpwconv import set_patch_kernels
 from ..model.registry import model_cfg
 from .base import Runtime, run_guarded
+from .options import check_offered
 
 __all__ = ["TorchRuntime", "EagerRuntime", "prepare_for_inference", "bf16_supported", "resolve_device", "runtime_meta"]
 
@@ -76,16 +77,12 @@ class TorchRuntime(Runtime):
 
     def __init__(self, model: nn.Module, *, device: Any = "auto", precision: str = "fp32",
                  channels_last: bool = True, prepare: bool = True) -> None:
+        check_offered(self.name, precision)
         super().__init__(runtime_meta(model), precision)
         self.device = resolve_device(device)
-        if precision == "int8":
-            raise HypersegError("precision int8 runs in onnxruntime or openvino (export it with "
-                                "`hyperseg export MODEL --precision int8 --calibration DIR`); torch offers fp32 and bf16")
         if precision == "bf16" and not bf16_supported(self.device):
             raise HypersegError(f"precision bf16 needs native bfloat16 support, which this {self.device.type} lacks; "
                                 "use --precision fp32")
-        if precision not in ("fp32", "bf16"):
-            raise HypersegError(f"precision {precision!r} is not one of fp32, bf16, int8")
         self.model = prepare_for_inference(model, self.device, channels_last=channels_last) if prepare \
             else model.eval().to(self.device)
         self.channels_last = channels_last and prepare
@@ -111,8 +108,6 @@ class EagerRuntime(TorchRuntime):
     name = "eager"
 
     def __init__(self, model: nn.Module, *, device: Any = "auto", precision: str = "fp32") -> None:
-        if precision != "fp32":
-            raise HypersegError(f"the eager reference runs in fp32 only, not {precision}; use --runtime torch")
         super().__init__(model, device=device, precision=precision, prepare=False)
 
     def _infer(self, x: Tensor) -> Tensor:

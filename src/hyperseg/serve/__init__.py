@@ -64,7 +64,8 @@ def run_server(model: Union[str, Path] = "camvid", *, host: str = "127.0.0.1", p
                max_queue: int = 16, max_upload_mb: float = 20.0, max_megapixels: float = 50.0,
                upload_timeout_s: float = UPLOAD_IDLE_TIMEOUT_S, **predictor_options: Any) -> None:
     """Load the model, then serve until SIGTERM or Ctrl-C; in-flight requests finish first.
-    ``predictor_options`` (runtime, precision, device, ...) go to :class:`~hyperseg.Predictor`."""
+    ``predictor_options`` (``options=``, a :class:`~hyperseg.runtime.options.RuntimeOptions`, or its
+    fields runtime, precision, device, ... as keywords; meta) go to :func:`create_app`."""
     _require_extra()
     import uvicorn
 

@@ -7,6 +7,7 @@ import logging
 import math
 import threading
 import time
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -24,6 +25,7 @@ from ..data.io import DataError, ImageTooLargeError, UnsupportedImageError, deco
 from ..infer.predictor import DEFAULT_MAX_SIZE, Predictor
 from ..errors import HypersegError, ResourceError
 from ..runtime.cache import check_cache_settings, isolate_conversions
+from ..runtime.options import RuntimeOptions, split_options
 from .pool import InferencePool, PoolBusy, PoolNotReady
 from .upload import UPLOAD_IDLE_TIMEOUT_S, UploadError, read_upload
 
@@ -84,9 +86,12 @@ _UPLOAD_BODY = {
 
 def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queue: int = 16,
                max_upload_mb: float = 20.0, max_megapixels: float = 50.0, max_size: Optional[int] = DEFAULT_MAX_SIZE,
-               upload_timeout_s: float = UPLOAD_IDLE_TIMEOUT_S, **predictor_options: Any) -> FastAPI:
-    """The server for one model (any source :class:`~hyperseg.Predictor` takes, with its
-    ``predictor_options``: runtime, precision, device, calibration, meta).
+               upload_timeout_s: float = UPLOAD_IDLE_TIMEOUT_S, options: Optional[RuntimeOptions] = None,
+               **predictor_options: Any) -> FastAPI:
+    """The server for one model (any source :class:`~hyperseg.Predictor` takes, run as ``options``
+    say, a :class:`~hyperseg.runtime.options.RuntimeOptions`, or as its fields given as keywords
+    say: runtime, precision, device, calibration, shapes; other ``predictor_options``, such as meta,
+    go to every Predictor as they are).
 
     ``workers`` predictors run requests in threads; up to ``max_queue`` more wait, and beyond that
     the server answers 503 with ``Retry-After``. Uploads over ``max_upload_mb`` or images over
@@ -99,15 +104,45 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
     if isinstance(upload_timeout_s, bool) or not isinstance(upload_timeout_s, (int, float)) \
             or not 0 < upload_timeout_s < math.inf:
         raise HypersegError(f"upload_timeout_s={upload_timeout_s!r}: expected a positive, finite number of seconds")
+    options, predictor_options = split_options(options, predictor_options)  # checked once, for every worker
     # a bad cache setting is refused now, not by the first request that converts (the folder itself is
     # checked when a runtime that converts is loaded: --runtime torch never writes there)
     check_cache_settings(folder=False)
-    pool = InferencePool(lambda: Predictor(model, max_size=max_size, **predictor_options),
+    pool = InferencePool(lambda: Predictor(model, max_size=max_size, options=options, **predictor_options),
                          workers=workers, max_queue=max_queue)
-    max_bytes = int(max_upload_mb * 2**20)
-    max_pixels = int(max_megapixels * 1e6)
-    uploads = [0]  # requests between their first byte and their answer (the event loop is one thread)
+    limits = _Limits(max_upload_mb, max_megapixels, upload_timeout_s)
+    app = FastAPI(title="hyperseg", version=__version__, lifespan=_lifespan(pool), docs_url=None, redoc_url=None,
+                  description="HyperSeg semantic segmentation over HTTP. The schema is at /openapi.json; "
+                              "the page at / uses the same API.")
+    app.state.pool = pool
+    app.state.model_source = str(model)
+    _add_logging_and_errors(app)
+    _add_info_routes(app, pool, limits)
+    _add_segment_route(app, pool, limits)
+    _add_page_and_samples(app)
+    return app
 
+
+@dataclass(frozen=True)
+class _Limits:
+    """What one upload may be: its size in MB, its image's in megapixels, and the seconds it may send nothing."""
+
+    max_upload_mb: float
+    max_megapixels: float
+    upload_timeout_s: float
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+    @property
+    def max_pixels(self) -> int:
+        return int(self.max_megapixels * 1e6)
+
+
+def _lifespan(pool: InferencePool):
+    """Load the models in the background when the app starts (unless they were loaded before); close the
+    pool when it stops."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         isolate_conversions(True)  # a new image size's conversion runs in a child, and its exporter's memory goes with it
@@ -119,12 +154,11 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
             pool.close()  # after uvicorn has let the in-flight requests finish
             isolate_conversions(False)
 
-    app = FastAPI(title="hyperseg", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="HyperSeg semantic segmentation over HTTP. The schema is at /openapi.json; "
-                              "the page at / uses the same API.")
-    app.state.pool = pool
-    app.state.model_source = str(model)
+    return lifespan
 
+
+def _add_logging_and_errors(app: FastAPI) -> None:
+    """One log line per request, and every error answered as JSON ``{"error", "status"}``."""
     @app.middleware("http")
     async def log_request(request: Request, call_next):
         start = time.perf_counter()
@@ -147,6 +181,9 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)  # the server's log, not the client
         return _error(500, "internal server error; the server log has the details")
 
+
+def _add_info_routes(app: FastAPI, pool: InferencePool, limits: _Limits) -> None:
+    """``/healthz`` (whether the model is loaded) and ``/v1/model`` (what it is)."""
     @app.get("/healthz", summary="Whether the model is loaded")
     async def healthz() -> JSONResponse:
         if pool.ready.is_set():
@@ -159,7 +196,12 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
     async def model_info() -> JSONResponse:
         if not pool.ready.is_set():
             return _error(503, "the model is not loaded yet", {"Retry-After": RETRY_AFTER_S})
-        return JSONResponse(_model_info(pool, app.state.model_source, max_upload_mb, max_megapixels))
+        return JSONResponse(_model_info(pool, app.state.model_source, limits.max_upload_mb, limits.max_megapixels))
+
+
+def _add_segment_route(app: FastAPI, pool: InferencePool, limits: _Limits) -> None:
+    """``POST /v1/segment``: an upload in, a label map, overlay or summary out; each failure its status."""
+    uploads = [0]  # requests between their first byte and their answer (the event loop is one thread)
 
     @app.post("/v1/segment", summary="Segment one image", openapi_extra={"requestBody": _UPLOAD_BODY},
               responses={200: {"content": {"image/png": {}, "application/json": {}},
@@ -174,8 +216,8 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
                           {"Retry-After": RETRY_AFTER_S})
         uploads[0] += 1
         try:
-            data, name = await read_upload(request, max_bytes, upload_timeout_s)
-            body, media, summary = await pool.run(_segment, data, name, format, alpha, max_pixels)
+            data, name = await read_upload(request, limits.max_bytes, limits.upload_timeout_s)
+            body, media, summary = await pool.run(_segment, data, name, format, alpha, limits.max_pixels)
         except UploadError as exc:
             # the rest of an unread body would arrive as the next request: this connection is done
             unread = {"Connection": "close"} if exc.status in (408, 413) else None
@@ -204,6 +246,9 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
                                  **summary}, headers=headers)
         return Response(body, media_type=media, headers=headers)
 
+
+def _add_page_and_samples(app: FastAPI) -> None:
+    """The web page at ``/``, its files under ``/static``, and the bundled sample images."""
     @app.get("/v1/samples", summary="Names of the sample images bundled with the package")
     async def samples() -> JSONResponse:
         return JSONResponse([p.name for p in _sample_files()])
@@ -220,7 +265,6 @@ def create_app(model: Union[str, Path] = "camvid", *, workers: int = 1, max_queu
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
 
 
 def _load_quietly(pool: InferencePool) -> None:
