@@ -42,5 +42,7 @@ def write_record(path: Union[str, Path], result: Mapping[str, Any], *, overwrite
     """Write ``result`` as JSON to ``path``, atomically, with :func:`provenance` added where it does not
     already say them (a script that printed its own machine and date keeps those)."""
     check_record_path(path, overwrite)
-    record = {**provenance(), **result}
+    record = dict(result)
+    for key, value in provenance().items():
+        record.setdefault(key, value)
     return atomic_write_text(path, json.dumps(record, indent=1) + "\n")
