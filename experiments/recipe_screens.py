@@ -142,5 +142,6 @@ def write_report(rows: dict[str, dict], args: argparse.Namespace) -> None:
         # the report is rebuilt whole from the runs folder on every pass: replacing it loses nothing
         write_record(args.json, {"iters": args.iters, "fold": args.fold, "rows": rows}, overwrite=True)
 
+
 if __name__ == "__main__":
     main()
