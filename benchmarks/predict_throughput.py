@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the rows, machine, date and command here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args()
+    if args.count < 2:  # predict reports its inputs/s for a folder of several inputs, not for one
+        raise SystemExit(f"--count {args.count}: expected at least 2 images")
     names = [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
