@@ -16,9 +16,6 @@ from collections import defaultdict
 
 import numpy as np
 
-from hyperseg.bench.harness import machine_info
-from hyperseg.infer.predictor import Predictor
-
 
 def stage_modules(model):
     stages = {"backbone": model.backbone, "context head": model.context_head, "weight mappers": model.weight_mapper}
@@ -34,6 +31,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--eager", action="store_true", help="time the unprepared model instead")
     args = parser.parse_args()
+    from hyperseg.bench import machine_info
+    from hyperseg.infer.predictor import Predictor
+
     h, w = (int(v) for v in args.size.split("x"))
     predictor = Predictor(args.model, runtime="eager" if args.eager else "torch")
     model = predictor.runtime.model

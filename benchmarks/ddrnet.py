@@ -1,7 +1,8 @@
 """DDRNet-23-slim (Hong et al., "Deep Dual-resolution Networks for Real-time and Accurate Semantic
 Segmentation of Road Scenes", 2021), written from the paper's description to time it beside HyperSeg.
 
-Random weights: ``benchmarks/pareto.py`` measures speed only. The layout follows the paper's Table 1
+Random weights: ``pareto.py`` beside it measures speed only; run alone, this file prints the
+model's parameters and GMACs at a size. The layout follows the paper's Table 1
 for the slim variant (width 32, two blocks per stage): a shared stem to stride 8, then a
 high-resolution branch that stays at stride 8 and a low-resolution branch that goes to stride 64,
 exchanging features twice (bilateral fusion), a Deep Aggregation Pyramid Pooling Module (DAPPM) on
@@ -9,6 +10,8 @@ the low branch, and a head on the sum of both at stride 8. Logits come back at t
 torchvision's segmentation models return them.
 """
 from __future__ import annotations
+
+import argparse
 
 import torch
 import torch.nn.functional as F
@@ -120,3 +123,19 @@ class DDRNet23Slim(nn.Module):
                                 align_corners=False)
         logits = self.head(high + context)                                                # stride 8
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="360x480", help="HxW of the input (default: CamVid's 360x480)")
+    parser.add_argument("--classes", type=int, default=11, help="output classes (default: CamVid's 11)")
+    args = parser.parse_args()
+    from hyperseg.profile import profile
+
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    cost = profile(DDRNet23Slim(args.classes).eval(), (h, w))
+    print(f"DDRNet-23-slim at {w}x{h}: {cost['params'] / 1e6:.2f} M parameters, {cost['gmacs']:.2f} GMACs")
+
+
+if __name__ == "__main__":
+    main()

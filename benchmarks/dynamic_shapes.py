@@ -6,7 +6,7 @@
     python benchmarks/dynamic_shapes.py /tmp/ovd/static.onnx /tmp/ovd/dynamic.onnx --runtime onnxruntime
 
 Why: serve meets a new image size per request. Compiling a new static file per size grew the
-process by 1-2 MB per compile (benchmarks/openvino_memory.py); reshaping one dynamic graph did not.
+process by 1-2 MB per compile; reshaping one dynamic graph did not (docs/deployment.md).
 This measures what the dynamic graph costs at run time (in OpenVINO once reshaped to the static
 size; onnxruntime runs it with symbolic shapes): the two are timed in interleaved rounds in one
 process (one runtime per process), their outputs compared, and the dynamic graph's first run
@@ -26,10 +26,11 @@ def main() -> None:
     p.add_argument("static")
     p.add_argument("dynamic")
     p.add_argument("--runtime", choices=["openvino", "onnxruntime"], default="openvino")
-    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=30, help="interleaved timed rounds (default: 30)")
     args = p.parse_args()
     import torch
-    from hyperseg.bench.harness import machine_info
+
+    from hyperseg.bench import interleaved, machine_info
     from hyperseg.runtime.onnx_runtimes import ONNX_RUNTIMES
 
     engine = ONNX_RUNTIMES[args.runtime]
@@ -42,14 +43,8 @@ def main() -> None:
     first = time.perf_counter() - start
     out_s = static.run(x)
     diff = float(np.abs(out_d - out_s).max())
-    times: dict[str, list[float]] = {"static": [], "dynamic": []}
-    runners = {"static": static, "dynamic": dynamic}
-    for r in range(args.rounds):
-        order = ["static", "dynamic"] if r % 2 == 0 else ["dynamic", "static"]
-        for name in order:
-            t = time.perf_counter()
-            runners[name].run(x)
-            times[name].append((time.perf_counter() - t) * 1000)
+    seconds = interleaved([lambda: static.run(x), lambda: dynamic.run(x)], args.rounds)
+    times = {name: [t * 1000 for t in ts] for name, ts in zip(("static", "dynamic"), seconds)}
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"{args.runtime}; CPU: {machine_info()['cpu']}, {torch.get_num_threads()} threads; input {h}x{w}; rounds {args.rounds}")
     print(f"max |static - dynamic| logits: {diff:.2e}; dynamic first run: {first:.2f} s")

@@ -20,13 +20,11 @@ the shipped architecture, in its fastest runtime) and writes the JSON given with
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,19 +133,15 @@ def build(name: str) -> nn.Module:
     return model
 
 
-def _timed_rounds(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
-    """Milliseconds per call of each named function, interleaved as ``hyperseg bench`` times them."""
-    from hyperseg.bench.harness import interleaved
-
-    return {name: [t * 1e3 for t in times] for name, times in zip(fns, interleaved(list(fns.values()), rounds))}
-
-
 def child(args: argparse.Namespace) -> None:
-    """One runtime and precision: every candidate, timed interleaved; a JSON line per candidate."""
-    from hyperseg.infer.predictor import Predictor
+    """One runtime and precision: every candidate, timed side by side; their rows as the child's result."""
+    from hyperseg.bench import send_result
+    from hyperseg.bench.side_by_side import time_predictors
     from hyperseg.errors import HypersegError
+    from hyperseg.infer.predictor import Predictor
     from hyperseg.profile import profile
     from hyperseg.runtime import load_runtime
+    from hyperseg.runtime.base import model_input_size
 
     runtime, precision = args.child.split(":")
     h, w = args.size
@@ -161,46 +155,44 @@ def child(args: argparse.Namespace) -> None:
         try:
             engine = load_runtime(model, runtime=runtime, precision=precision, calibration=args.calibration,
                                   calibration_count=args.calibration_count)
-            predictor = Predictor(engine, max_size=None)
-            predictor(image)  # conversion and compilation happen here, untimed
+            predictors[name] = Predictor(engine, max_size=None)
+            predictors[name](image)  # conversion and compilation happen here, untimed
         except HypersegError as exc:
             skipped[name] = str(exc).splitlines()[0]
+            predictors.pop(name, None)
             continue
-        predictors[name] = predictor
-        seen = (max(32, round(h * scale)), max(32, round(w * scale)))
+        seen = model_input_size(model, (h, w))
         cost = profile(model, seen)
         info[name] = {"params_m": cost["params"] / 1e6, "gmacs": cost["gmacs"], "seen_size": list(seen)}
-    inputs = {name: p.preprocess(image) for name, p in predictors.items()}
-    end_to_end = {name: (lambda p=p: p(image)) for name, p in predictors.items()}
-    seen_inputs = {name: torch.nn.functional.interpolate(x, size=tuple(info[name]["seen_size"]), mode="bilinear")
-                   for name, x in inputs.items()}
-    model_only = {name: (lambda p=p, x=seen_inputs[name]: p.runtime(x)) for name, p in predictors.items()}
-    for fns in (end_to_end, model_only):
-        _timed_rounds(fns, args.warmup)
-    e2e, alone = _timed_rounds(end_to_end, args.rounds), _timed_rounds(model_only, args.rounds)
+    times = time_predictors(predictors, image, rounds=args.rounds, warmup=args.warmup)
+    rows = []
     for name in args.only:
         row = {"candidate": name, "runtime": runtime, "precision": precision}
         if name in skipped:
             row["skipped"] = skipped[name]
         else:
-            row.update(info[name], end_to_end_ms=statistics.median(e2e[name]), end_to_end_min_ms=min(e2e[name]),
-                       model_ms=statistics.median(alone[name]))
-        print(json.dumps(row), flush=True)
+            e2e, alone = times[name]["end_to_end_ms"], times[name]["model_ms"]
+            row.update(info[name], end_to_end_ms=statistics.median(e2e), end_to_end_min_ms=min(e2e),
+                       model_ms=statistics.median(alone))
+        rows.append(row)
+    send_result(rows)
 
 
 def _spawn(args: argparse.Namespace, runtime: str) -> list[dict[str, Any]]:
+    """The rows of one runtime and precision, timed in a child process of their own."""
+    from hyperseg.bench import ChildFailed, run_child
+
     cmd = [sys.executable, __file__, "--child", runtime, "--only", ",".join(args.only), "--rounds", str(args.rounds),
            "--warmup", str(args.warmup), "--size", f"{args.size[0]}x{args.size[1]}",
            "--calibration-count", str(args.calibration_count)]
     if args.calibration:
         cmd += ["--calibration", args.calibration]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:  # e.g. a runtime's compiler crashing on one candidate: the other runtimes still run
-        reason = f"the {runtime} child process ended with status {done.returncode}"
-        print(f"{reason}:\n{done.stderr[-3000:]}", file=sys.stderr)
+    try:
+        return run_child(cmd, label=f"the {runtime} child process")
+    except ChildFailed as exc:  # e.g. a runtime's compiler crashing on one candidate: the other runtimes still run
+        print(exc, file=sys.stderr)
         name, precision = runtime.split(":")
-        return [{"candidate": c, "runtime": name, "precision": precision, "skipped": reason} for c in args.only]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        return [{"candidate": c, "runtime": name, "precision": precision, "skipped": str(exc)} for c in args.only]
 
 
 def summarise(rows: list[dict[str, Any]], reference: str = "camvid") -> dict[str, dict[str, Any]]:
@@ -254,6 +246,7 @@ def main() -> None:
     parser.add_argument("--calibration", help="image folder for int8 (default: the bundled samples)")
     parser.add_argument("--calibration-count", type=int, default=3, help="calibration images (speed does not need many)")
     parser.add_argument("--json", type=Path, help="write the rows and the summary here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.size = tuple(int(v) for v in args.size.lower().split("x"))
@@ -265,22 +258,27 @@ def main() -> None:
         args.calibration = str(SAMPLE.parent)
     if args.child:
         return child(args)
+    from hyperseg.bench import run_script
 
-    from hyperseg.bench.harness import machine_info
+    run_script(partial(measure, args))
 
+
+def measure(args: argparse.Namespace) -> None:
+    """Every runtime in a child process of its own, one after another; the table, and the record."""
+    from hyperseg.bench import check_record_path, provenance, write_record
+
+    check_record_path(args.json, args.overwrite)
     runtimes = [r for r in args.runtimes.split(",") if r]
     rows = []
     for runtime in runtimes:
         print(f"timing {runtime} ...", file=sys.stderr, flush=True)
         rows += _spawn(args, runtime)
-    result = {"schema": SCHEMA_VERSION, "machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
-              "size": list(args.size), "rounds": args.rounds, "runtimes": runtimes, "candidates": args.only,
-              "specs": {name: CANDIDATES[name] for name in args.only}, "rows": rows, "fastest": summarise(rows)}
+    result = {"schema": SCHEMA_VERSION, **provenance(), "size": list(args.size), "rounds": args.rounds,
+              "runtimes": runtimes, "candidates": args.only, "specs": {name: CANDIDATES[name] for name in args.only},
+              "rows": rows, "fastest": summarise(rows)}
     print(markdown(result))
     if args.json:
-        from hyperseg.hub.checkpoint import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+        write_record(args.json, result, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,14 @@ ranks; model loading excluded), and the wall time of the whole command. Run it o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
+from functools import partial
+from itertools import count
 from pathlib import Path
 
 VARIANTS = {
@@ -37,19 +36,26 @@ VARIANTS = {
 RATE = re.compile(r"([0-9.]+) inputs/s over")
 
 
-def run_variant(name: str, frames: Path, out: Path, runtime: str, model: str) -> dict:
+def run_variant(name: str, frames: Path, out: Path, runtime: str, model: str) -> float:
+    """Images/s that ``hyperseg predict`` reports for one variant, run as its own command into ``out``."""
+    from hyperseg.bench import ChildFailed, run_command
+
     procs, threads, extra = VARIANTS[name]
     launcher = [sys.executable, "-m", "hyperseg"] if procs == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", "-m", "hyperseg"]
     cmd = [*launcher, "predict", str(frames), "--out", str(out), "--model", model, "--runtime", runtime, *extra]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    start = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stderr[-2000:]}")
+    done = run_command(cmd, label=f"variant {name}", env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
     rate = RATE.search(done.stderr)
-    return {"images_per_s": float(rate.group(1)), "wall_s": wall}
+    if rate is None:
+        raise ChildFailed(f"variant {name}: hyperseg predict reported no inputs/s", done.stderr)
+    return float(rate.group(1))
+
+
+def _copy_frames(images: Path, how_many: int, frames: Path) -> None:
+    frames.mkdir()
+    sources = sorted(p for p in images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    for p in sources[:how_many]:
+        shutil.copy(p, frames / p.name)
 
 
 def main() -> None:
@@ -60,38 +66,47 @@ def main() -> None:
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--model", default="camvid")
     parser.add_argument("--only", default=",".join(VARIANTS), help="comma-separated variant names")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="write the rows, machine, date and command here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args()
+    if args.count < 2:  # predict reports its inputs/s for a folder of several inputs, not for one
+        raise SystemExit(f"--count {args.count}: expected at least 2 images")
     names = [n.strip() for n in args.only.split(",")]
-    with tempfile.TemporaryDirectory(prefix="hyperseg-throughput-") as tmp:
-        frames = Path(tmp) / "frames"
-        frames.mkdir()
-        sources = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        for p in sources[: args.count]:
-            shutil.copy(p, frames / p.name)
-        # one untimed run converts the model (cached on disk), so no variant pays the export
-        run_variant(names[0], frames, Path(tmp) / "warm", args.runtime, args.model)
-        results: dict[str, list[dict]] = {n: [] for n in names}
-        for r in range(args.rounds):
-            for name in names if r % 2 == 0 else names[::-1]:
-                out = Path(tmp) / f"out-{r}-{name.replace(' ', '_')}"
-                results[name].append(run_variant(name, frames, out, args.runtime, args.model))
-                shutil.rmtree(out)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--only: unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    from hyperseg.bench import run_script
+
+    run_script(partial(measure, args, names))
+
+
+def measure(args: argparse.Namespace, names: list[str]) -> None:
+    """Every variant once per round, in alternating order, each its own ``hyperseg predict``; the table, the record."""
     import torch
 
-    from hyperseg.bench.harness import machine_info
+    from hyperseg.bench import alternating, check_record_path, write_record
 
-    base = statistics.median(x["images_per_s"] for x in results[names[0]])
+    check_record_path(args.json, args.overwrite)
+    with tempfile.TemporaryDirectory(prefix="hyperseg-throughput-") as tmp:
+        frames, numbers = Path(tmp) / "frames", count()
+        _copy_frames(Path(args.images), args.count, frames)
+
+        def fresh(name: str) -> float:  # a new output folder every run: no run finds another's outputs
+            return run_variant(name, frames, Path(tmp) / f"out-{next(numbers)}", args.runtime, args.model)
+
+        fresh(names[0])  # one untimed run converts the model (cached on disk), so no variant pays the export
+        rates, walls = alternating({name: (lambda name=name: fresh(name)) for name in names}, args.rounds)
+    base = statistics.median(rates[names[0]])
     rows = []
     print(f"| variant | images/s | vs {names[0]} | wall (s) |\n|---|---|---|---|")
     for name in names:
-        rate = statistics.median(x["images_per_s"] for x in results[name])
-        wall = statistics.median(x["wall_s"] for x in results[name])
-        rows.append({"variant": name, "images_per_s": rate, "wall_s": wall, "runs": results[name]})
+        rate, wall = statistics.median(rates[name]), statistics.median(walls[name])
+        runs = [{"images_per_s": r, "wall_s": w} for r, w in zip(rates[name], walls[name])]
+        rows.append({"variant": name, "images_per_s": rate, "wall_s": wall, "runs": runs})
         print(f"| {name} | {rate:.2f} | {rate / base:.2f}x | {wall:.1f} |")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine_info(), "torch": torch.__version__, "count": args.count,
-                                         "runtime": args.runtime, "model": args.model, "rows": rows}, indent=2))
+        write_record(args.json, {"torch": torch.__version__, "count": args.count, "runtime": args.runtime,
+                                 "model": args.model, "rows": rows}, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -16,17 +16,17 @@ worthless.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 
 def child(args: argparse.Namespace) -> None:
-    """One variant, one process: print a JSON line with its per-step times."""
+    """One variant, one process: its per-step times as the child's result."""
+    from hyperseg.bench import send_result
     from hyperseg.train.config import load_config
     from hyperseg.train.trainer import Trainer
 
@@ -49,18 +49,32 @@ def child(args: argparse.Namespace) -> None:
             now = time.perf_counter()
             times.append(now - start)
             start, losses = now, []
-        print(json.dumps({"step_s": times[args.warmup:], "images_per_step": batch // len(times)}))
+        send_result({"step_s": times[args.warmup:], "images_per_step": batch // len(times)})
 
 
-def _run_child(args: argparse.Namespace, overrides: list[str]) -> dict:
+def _run_child(args: argparse.Namespace, name: str, overrides: list[str]) -> dict:
+    from hyperseg.bench import run_child
+
     cmd = [sys.executable, __file__, "--child", "--config", args.config, "--steps", str(args.steps),
            "--warmup", str(args.warmup), *args.overrides]
     for item in overrides:
         cmd += ["--variant-override", item]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"variant {overrides} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(cmd, label=f"variant {name} ({' '.join(overrides) or 'the config'})")
+
+
+def _progress(round_: int, name: str, result: dict) -> None:
+    print(f"round {round_} {name}: {statistics.median(result['step_s']):.2f} s/step", file=sys.stderr, flush=True)
+
+
+def _table(rows: list[dict], args: argparse.Namespace, info: dict) -> str:
+    base = rows[0]["variant"]
+    lines = [f"# {info['cpu']}, {info['cores']} cores, torch {info['versions'].get('torch')}; "
+             f"{args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up, one process each",
+             "| variant | overrides | s/step | images/s | step time vs " + base + " |", "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['variant']} | {' '.join(row['overrides']) or '(config)'} | {row['median_step_s']:.2f} | "
+                     f"{row['images_per_s']:.2f} | {row['vs_first']:.2f}x |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -71,46 +85,42 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="write the rows, machine, date and command here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant-override", dest="variant_overrides", action="append", default=[],
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
+    from hyperseg.bench import run_script
 
-    from hyperseg.bench.harness import machine_info
+    run_script(partial(measure, args))
 
+
+def measure(args: argparse.Namespace) -> None:
+    """Every (round, variant) in a child process of its own, in alternating order; the table, and the record."""
+    from hyperseg.bench import alternating, check_record_path, provenance, write_record
+
+    check_record_path(args.json, args.overwrite)
     variants = {}
     for spec in args.variant or ["base="]:
         name, _, rest = spec.partition("=")
         variants[name] = [item for item in rest.split(",") if item]
-    per_step: dict[str, list[float]] = {name: [] for name in variants}
-    images = {}
+    runs = {name: partial(_run_child, args, name, items) for name, items in variants.items()}
+    results, _ = alternating(runs, args.rounds, progress=_progress)
     names = list(variants)
-    for r in range(args.rounds):
-        for name in names if r % 2 == 0 else reversed(names):
-            result = _run_child(args, variants[name])
-            per_step[name] += result["step_s"]
-            images[name] = result["images_per_step"]
-            print(f"round {r + 1} {name}: {statistics.median(result['step_s']):.2f} s/step", file=sys.stderr)
-    base = names[0]
+    per_step = {name: [t for result in results[name] for t in result["step_s"]] for name in names}
     rows = []
     for name in names:
         median = statistics.median(per_step[name])
         rows.append({"variant": name, "overrides": variants[name], "median_step_s": median,
-                     "images_per_s": images[name] / median, "steps_timed": len(per_step[name]),
-                     "vs_first": median / statistics.median(per_step[base])})
-    info = machine_info()
-    print(f"# {info['cpu']}, {info['cores']} cores, torch {info['versions'].get('torch')}; "
-          f"{args.rounds} rounds x {args.steps} steps after {args.warmup} warm-up, one process each")
-    print("| variant | overrides | s/step | images/s | step time vs " + base + " |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['variant']} | {' '.join(row['overrides']) or '(config)'} | {row['median_step_s']:.2f} | "
-              f"{row['images_per_s']:.2f} | {row['vs_first']:.2f}x |")
+                     "images_per_s": results[name][-1]["images_per_step"] / median, "steps_timed": len(per_step[name]),
+                     "vs_first": median / statistics.median(per_step[names[0]])})
+    record = {**provenance(), "rows": rows}
+    print(_table(rows, args, record["machine"]))
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
+        write_record(args.json, record, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

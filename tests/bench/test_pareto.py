@@ -17,6 +17,7 @@ def test_pareto_json_schema(tmp_path):
     result = json.loads(out.read_text())
     assert result["schema"] == 1 and result["size"] == [64, 96] and result["runtimes"] == ["torch:fp32"]
     assert {"cpu", "cores", "versions"} <= set(result["machine"])
+    assert result["date"] and "--runtimes torch:fp32 --only camvid," in result["command"]
     assert result["candidates"] == ["camvid", "lite0_4lv@0.8", "peer:lraspp_mobilenet_v3_large"]
     rows = {r["candidate"]: r for r in result["rows"]}
     assert set(rows) == set(result["candidates"])
@@ -36,3 +37,12 @@ def test_pareto_refuses_unknown_candidates():
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "pareto.py"), "--only", "lite9_7lv"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "unknown candidate(s) ['lite9_7lv']" in done.stderr
+
+
+def test_pareto_keeps_an_existing_json_unless_overwrite(tmp_path):
+    out = tmp_path / "pareto.json"
+    out.write_text("an earlier machine's numbers")
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "pareto.py"), "--only", "camvid", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and out.read_text() == "an earlier machine's numbers"
+    assert done.stderr.strip().splitlines()[-1] == f"error: {out} already exists; choose another name or pass --overwrite"

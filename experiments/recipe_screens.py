@@ -1,6 +1,6 @@
 """Screen recipe changes on a drive the model never saw, with val next to it.
 
-    python benchmarks/recipe_screens.py --data ../shared/data/camvid [--iters 1000] [--only ema,jitter]
+    python experiments/recipe_screens.py --data ../shared/data/camvid [--iters 1000] [--only ema,jitter]
         [--fold 0006R0|0001TP] [--json results/<machine>-<date>/recipe_screens.json] [--report-only]
 
 Each candidate is the fast recipe (configs/camvid_fast.yaml) plus a few overrides, trained for
@@ -136,12 +136,11 @@ def main() -> None:
 
 def write_report(rows: dict[str, dict], args: argparse.Namespace) -> None:
     """Write the finished rows to --json (atomically), so an interrupted screen keeps them."""
-    from hyperseg.bench.harness import machine_info
+    from hyperseg.bench import write_record
 
     if rows and args.json:
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"machine": machine_info(), "iters": args.iters, "fold": args.fold, "rows": rows}, indent=2))
-        tmp.replace(args.json)
+        # the report is rebuilt whole from the runs folder on every pass: replacing it loses nothing
+        write_record(args.json, {"iters": args.iters, "fold": args.fold, "rows": rows}, overwrite=True)
 
 
 if __name__ == "__main__":

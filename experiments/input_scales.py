@@ -1,6 +1,6 @@
 """Val mIoU of one model's weights run at several input scales (``model.input_scale`` overridden).
 
-    python benchmarks/input_scales.py runs/camvid_fast_4000/best.pt --data ../shared/data/camvid \\
+    python experiments/input_scales.py runs/camvid_fast_4000/best.pt --data ../shared/data/camvid \\
         --split val --scales 0.667,0.8,0.9,1.0
 
 A model trained at one input scale can run at another: this says what that costs in accuracy, per

@@ -1,6 +1,6 @@
 """The README's ablation table (the paper's Table 4 on our budget) from finished training runs.
 
-    python benchmarks/ablation.py \
+    python experiments/ablation.py \
         "HyperSeg=runs/camvid_cpu" "w/o DPWConv=runs/ablation_static_4000" \
         "w/o positional encoding=runs/ablation_nope_4000" "SMP FPN=runs/ablation_smp_fpn"
 
@@ -15,15 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from PIL import Image
 
-from hyperseg.train.config import load_config
+from hyperseg.bench.side_by_side import time_predictors
 from hyperseg.infer.predictor import Predictor
+from hyperseg.train.config import load_config
 from hyperseg.profile import profile
 from hyperseg.runtime import resolve_model
 
@@ -65,16 +65,9 @@ def main() -> None:
         table[label] = {"val": last_validation(run, args.allow_running), **profile(model, (h, w))}
         for name in args.runtimes.split(","):
             predictors[(label, name)] = Predictor(model, runtime=name)
-    for predictor in predictors.values():  # warm-up: compilation and first allocations
-        for _ in range(5):
-            predictor(image)
-    times = {key: [] for key in predictors}
-    keys = list(predictors)
-    for r in range(args.rounds):
-        for key in keys if r % 2 == 0 else keys[::-1]:
-            start = time.perf_counter()
-            predictors[key](image)
-            times[key].append((time.perf_counter() - start) * 1000)
+    # all models side by side in interleaved rounds, after 5 warm-up calls each (compilation, first allocations)
+    times = {key: t["end_to_end_ms"] for key, t in
+             time_predictors(predictors, image, rounds=args.rounds, warmup=5, model_only=False).items()}
     names = args.runtimes.split(",")
     classes = [c for c in args.classes.split(",") if c]
     print(f"| model | params | GMACs ({w}x{h}) | " + " | ".join(f"{n} fp32 ms" for n in names)
