@@ -99,6 +99,14 @@ def test_module_prefix_is_stripped_in_file_and_cli_convert(tmp_path):
     assert converted.meta["class_names"][0] == "road" and converted.meta["architecture"] == "hyperseg_m_cityscapes"
 
 
+@pytest.mark.parametrize("name,size", [("hyperseg_s_cityscapes", (64, 128)),  # hyperseg_v1_0_unify
+                                       ("hyperseg_l_voc", (128, 128))])  # hyperseg_v0_1
+def test_the_other_templates_load_as_the_model_they_were_made_from(name, size):
+    """hyperseg_v1_0 is covered above; the unify template and v0_1 name their decoder and w_i differently."""
+    model, ckpt = authors_checkpoint(name)
+    assert_loads_as(from_official(ckpt), model, size=size)
+
+
 def test_bare_state_dict_with_config_name_and_inferred():
     model, ckpt = authors_checkpoint("hyperseg_s_camvid")
     state = ckpt["state_dict"]
