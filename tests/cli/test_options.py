@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import hyperseg
+from hub.official_format import assert_loads_as, authors_checkpoint
 from hyperseg.cli import main as cli_main
 
 from .oracle import MISMATCH, SAMPLE, naive_confusion, naive_labels, read_labels, read_rgb, run_eval, run_predict
@@ -271,18 +272,14 @@ def test_export_opset_and_calibration_count(tmp_path, file_opens):
     assert versions[""] == 19
 
 
-def test_convert_overwrite_replaces_an_existing_output(fill, tmp_path, capsys):
-    from hyperseg.hub.official import from_official
-
-    ckpt = fill.reference_checkpoint("camvid_efficientnet_b1_hyperseg-s")
+def test_convert_overwrite_replaces_an_existing_output(tmp_path, capsys):
+    source, ckpt = authors_checkpoint("hyperseg_s_camvid")
     torch.save(ckpt, tmp_path / "authors.pth")
     out = tmp_path / "ours.pt"
     out.write_bytes(b"an older conversion")
     assert cli_main(["convert", str(tmp_path / "authors.pth"), str(out), "--overwrite"]) == 0
     assert str(out) in capsys.readouterr().out
-    got = hyperseg.load_model(out).state_dict()
-    expected = from_official(tmp_path / "authors.pth").state_dict()
-    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+    assert_loads_as(hyperseg.load_model(out), source)
 
 
 def test_version_is_the_projects(capsys):

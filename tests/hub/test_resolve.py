@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import hyperseg
+from hub.official_format import authors_checkpoint
 from hyperseg.cli import main as cli_main
 from hyperseg.infer.predictor import Predictor
 from hyperseg.errors import HypersegError
@@ -24,19 +25,18 @@ def sources(tmp_path_factory, request):
             ".onnx file": str(tmp / "small.onnx"), "model object": small, "tmp": tmp}
 
 
-def _source(sources, kind, fill_fixture):
-    if kind == "authors' .pth":
+def _source(sources, kind):
+    if kind == "authors' .pth":  # a synthetic file in the authors' layout (tests/hub/official_format.py)
         path = sources["tmp"] / "authors.pth"
         if not path.exists():
-            torch.save(fill_fixture.reference_checkpoint("camvid_efficientnet_b1_hyperseg-s"), path)
+            torch.save(authors_checkpoint("hyperseg_s_camvid")[1], path)
         return str(path)
     return sources[kind]
 
 
 @pytest.mark.parametrize("kind", SOURCES)
-def test_every_model_source_runs_through_the_same_entry_points(kind, sources, request, tmp_path, capsys):
-    fill = request.getfixturevalue("fill") if kind == "authors' .pth" else None
-    source = _source(sources, kind, fill)
+def test_every_model_source_runs_through_the_same_entry_points(kind, sources, tmp_path, capsys):
+    source = _source(sources, kind)
     if kind == "architecture":  # random weights: refused where they would segment (tests/hub/test_untrained.py)
         for make in (lambda: load_runtime(source, runtime="eager"), lambda: Predictor(source, runtime="eager")):
             with pytest.raises(HypersegError, match="architecture without weights"):
