@@ -121,6 +121,7 @@ def _rank_pid(parent: int, rank: int):
     return None
 
 
+@pytest.mark.slow  # two ranks, one killed, then a resume: half a minute on two cores
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
 def test_kill_9_of_one_rank_then_resume_completes_without_redoing(tiny_model, tmp_path):
     inputs = _images(tmp_path / "in", 24, size=(384, 512))

@@ -8,20 +8,12 @@ import torch
 import hyperseg
 from hyperseg.model.decoder.dpwconv import PatchDepthwiseConv, PatchPointwiseConv
 
-
-def _calibrated(model):
-    """Random BN statistics so eval-mode BN is not the identity."""
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model.eval()
+from .calibrate import calibrated
 
 
 @pytest.fixture(scope="module")
 def small():
-    return _calibrated(hyperseg.create_model("hyperseg_m_cityscapes", num_classes=5))
+    return calibrated(hyperseg.create_model("hyperseg_m_cityscapes", num_classes=5))
 
 
 @pytest.mark.parametrize("name", hyperseg.list_models("hyperseg_*"))
@@ -86,7 +78,7 @@ def test_fuse_bn_equal_and_original_untouched(small):
 
 
 def test_fuse_bn_static_weights_model():
-    model = _calibrated(hyperseg.create_model("hyperseg", num_classes=3, dynamic=False)).double()
+    model = calibrated(hyperseg.create_model("hyperseg", num_classes=3, dynamic=False)).double()
     x = torch.randn(1, 3, 64, 96, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(hyperseg.fuse_bn(model)(x), model(x), rtol=1e-9, atol=1e-9)
@@ -239,7 +231,7 @@ def test_pretrained_backbone_from_local_timm_file(tmp_path):
 
 def _pair_of_paddings():
     """The same weights with context_padding "image" (the authors' sizes) and "features"."""
-    image = _calibrated(hyperseg.create_model("hyperseg_m_cityscapes", num_classes=5))
+    image = calibrated(hyperseg.create_model("hyperseg_m_cityscapes", num_classes=5))
     features = hyperseg.create_model("hyperseg_m_cityscapes", num_classes=5, context_padding="features").eval()
     features.load_state_dict(image.state_dict())
     return image, features

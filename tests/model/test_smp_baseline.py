@@ -104,6 +104,7 @@ def test_missing_extra_names_the_install_line(monkeypatch):
         _fpn()
 
 
+@pytest.mark.slow  # the trainer's exact resume is tested on HyperSeg by default; this runs it on an SMP model
 def test_trainer_trains_evaluates_and_resumes_an_smp_model_exactly(tiny_camvid, tmp_path, monkeypatch):
     common = [f"data.root={tiny_camvid}", "optim.max_iters=3", "train.val_interval=3"]
     assert cli_main(["train", *TINY_SMP, *common, f"train.out_dir={tmp_path / 'ref'}"]) == 0

@@ -724,6 +724,7 @@ def test_uploads_still_arriving_are_bounded_by_workers_plus_queue(reference):
     assert first.status_code == 200 and third.status_code == 200
 
 
+@pytest.mark.slow  # a conversion in a child process; the killed-child path runs by default
 def test_an_isolated_conversion_runs_in_a_child_process_and_gives_the_same_model(tmp_path, monkeypatch):
     """serve converts in a child (its memory goes when the child exits). Oracle for "in a child": the
     parent's converter is replaced by one that fails, and the conversion still succeeds; the file
