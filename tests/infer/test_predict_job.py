@@ -80,6 +80,7 @@ def test_two_processes_write_the_same_bytes_as_one(tiny_model, tmp_path):
     assert [len(p.read_text().splitlines()) for p in logs] == [4, 3]  # each rank did its own share
 
 
+@pytest.mark.slow  # two ranks; the two-rank prediction test runs the same sharding by default
 def test_two_process_eval_equals_one_process(tiny_model, tiny_camvid, tmp_path):
     common = ["eval", str(tiny_model), "--data", str(tiny_camvid), "--split", "train", "--workers", "0",
               "--runtime", "torch"]

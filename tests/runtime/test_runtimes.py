@@ -114,6 +114,7 @@ def test_onnxruntime_matches_torch_builtin_model(camvid_onnx):
     assert rel <= 1e-4 and agree >= 0.9999
 
 
+@pytest.mark.slow  # a paper model at 256x512; tests/runtime/test_contract.py checks onnxruntime fp32 parity by default
 def test_onnxruntime_matches_torch_paper_model(tmp_path):
     model = hyperseg.create_model("hyperseg_m_cityscapes").eval()
     path = export_onnx(model, tmp_path / "m.onnx", size=(256, 512))
@@ -194,8 +195,7 @@ def camvid_dynamic_onnx(tmp_path_factory):
     return path
 
 
-# onnxruntime: slow, a second dynamic export of the same model; OpenVINO runs the same contract by default
-@pytest.mark.parametrize("runtime", [pytest.param("onnxruntime", marks=pytest.mark.slow), "openvino"])
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_dynamic_export_takes_any_batch_and_size(camvid_dynamic_onnx, runtime):
     """One file for every size, checked against the float64 model at sizes and batches it was not traced at."""
     if runtime == "openvino":
