@@ -30,7 +30,7 @@ import torch
 import hyperseg
 from hyperseg.data import build_dataset
 from hyperseg.errors import HypersegError
-from hyperseg.hub.checkpoint import load_model, save_model
+from hyperseg.hub.checkpoint import check_output, load_model, save_model
 from hyperseg.hub.weights import file_sha256, get_weights
 from hyperseg.train.evaluate import evaluate
 
@@ -81,8 +81,7 @@ def output_path(args: argparse.Namespace) -> Path:
     out = args.out_dir / f"{args.name}.pt"
     if out.resolve() == Path(args.checkpoint).resolve():
         raise HypersegError(f"{out} is the checkpoint being packaged; give another --name or --out-dir")
-    if out.exists() and not args.overwrite:
-        raise HypersegError(f"{out} exists; pass --overwrite to replace it")
+    check_output(out, "--out-dir", args.overwrite)
     return out
 
 

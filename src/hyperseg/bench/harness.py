@@ -31,7 +31,7 @@ from ..runtime.inference import limited_size, model_input_size, predict_logits
 from ..runtime.options import RuntimeOptions
 from ..infer.predictor import DEFAULT_MAX_SIZE, Predictor
 
-__all__ = ["benchmark", "machine_info", "format_report", "interleaved"]
+__all__ = ["benchmark", "machine_info", "format_report", "interleaved", "model_input"]
 
 _ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -66,7 +66,7 @@ def _image(path: Optional[Union[str, Path]], size: tuple[int, int]) -> np.ndarra
     return _resized(read_image(path or _ASSETS / "camvid_sample_1.png"), size)
 
 
-def _model_input(predictor: Predictor, img: np.ndarray) -> torch.Tensor:
+def model_input(predictor: Predictor, img: np.ndarray) -> torch.Tensor:
     """The normalised batch the predictor's network is run on for ``img``: the image brought down to
     the predictor's ``max_size`` and resized by the model's input scale, as :meth:`Predictor.segment` does."""
     seen = model_input_size(predictor.runtime, limited_size(img.shape[:2], predictor.max_size))
@@ -164,7 +164,7 @@ def benchmark(source: Union[str, Path, torch.nn.Module], *, size: Sequence[int] 
         raise HypersegError("none of the requested runtime/precision combinations can run here: "
                             + "; ".join(s["reason"] for s in skipped))
     sync = torch.cuda.synchronize if any(p.device.type == "cuda" for p in predictors) else (lambda: None)
-    inputs = [_model_input(p, img) for p in predictors]
+    inputs = [model_input(p, img) for p in predictors]
     end_to_end = [_eager_reference(p, img) if p.runtime.name == "eager" else (lambda p=p: p(img)) for p in predictors]
     model_only = [lambda p=p, x=x: p.runtime(x) for p, x in zip(predictors, inputs)]
     for fns in (end_to_end, model_only):

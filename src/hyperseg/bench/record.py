@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-from ..errors import HypersegError, OutputExistsError
-from ..hub.checkpoint import atomic_write_text
+from ..hub.checkpoint import atomic_write_text, check_output
 from .harness import machine_info
 
 __all__ = ["provenance", "check_record_path", "write_record"]
@@ -29,13 +28,7 @@ def provenance() -> dict[str, Any]:
 
 def check_record_path(path: Optional[Union[str, Path]], overwrite: bool = False) -> None:
     """Refuse a record path that is a folder, or an existing file unless ``overwrite``; None passes."""
-    if path is None:
-        return
-    path = Path(path)
-    if path.is_dir():
-        raise HypersegError(f"{path} is a folder; expected a file name for the results")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; choose another name or pass --overwrite")
+    check_output(path, overwrite=overwrite)
 
 
 def write_record(path: Union[str, Path], result: Mapping[str, Any], *, overwrite: bool = False) -> Path:

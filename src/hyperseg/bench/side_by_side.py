@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..infer.predictor import Predictor
-from .harness import _model_input, interleaved
+from .harness import model_input, interleaved
 
 __all__ = ["time_predictors"]
 
@@ -36,7 +36,7 @@ def time_predictors(predictors: Mapping[K, Predictor], image: np.ndarray, *, rou
     sync = torch.cuda.synchronize if any(p.device.type == "cuda" for p in chosen) else (lambda: None)
     kinds = {"end_to_end_ms": [lambda p=p: p(image) for p in chosen]}
     if model_only:
-        inputs = [_model_input(p, image) for p in chosen]
+        inputs = [model_input(p, image) for p in chosen]
         kinds["model_ms"] = [lambda p=p, x=x: p.runtime(x) for p, x in zip(chosen, inputs)]
     result: dict[K, dict[str, list[float]]] = {key: {} for key in predictors}
     for kind, fns in kinds.items():

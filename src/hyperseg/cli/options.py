@@ -3,9 +3,10 @@ arguments, their parsing, and the check that an output file may be written."""
 from __future__ import annotations
 
 import argparse
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
-from ..errors import HypersegError, OutputExistsError
+from ..errors import HypersegError
+from ..hub.checkpoint import check_output
 from ..hub.weights import DEFAULT_MODEL
 from ..runtime.options import DEVICES, PRECISION_CHOICES, RUNTIME_CHOICES, SHAPES, RuntimeOptions
 
@@ -14,20 +15,6 @@ __all__ = ["check_output", "runtime_options", "onnx_meta", "whole_number", "spli
            "MODEL_HELP", "add_model_arguments", "resolve_model_argument"]
 
 
-def check_output(path, option: str, overwrite: bool, inputs: Sequence = ()) -> None:
-    """Refuse an output that is one of the inputs, or an existing file without --overwrite."""
-    from pathlib import Path
-
-    if path is None:
-        return
-    from ..hub.checkpoint import refuse_replacing_inputs
-
-    path = Path(path)
-    refuse_replacing_inputs([path], inputs, option)
-    if path.is_dir():
-        raise HypersegError(f"{option} {path} is a folder; expected a file name")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{option} {path} already exists; choose another name or pass --overwrite")
 
 def runtime_options(args: argparse.Namespace, device: Optional[str] = None) -> RuntimeOptions:
     """The one :class:`RuntimeOptions` of an inference command, checked here, from its runtime

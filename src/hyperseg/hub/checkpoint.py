@@ -23,7 +23,7 @@ from .weights import Weights, get_weights, is_weights_name, list_weights
 from ..meta_schema import check_model_meta
 from ..safe_load import safe_torch_load
 
-__all__ = ["save_model", "load_model", "load_training_checkpoint", "atomic_write", "atomic_save", "refuse_replacing_inputs", "atomic_write_text", "builtin_weights", "CHECKPOINT_FORMAT"]
+__all__ = ["save_model", "load_model", "load_training_checkpoint", "atomic_write", "atomic_save", "refuse_replacing_inputs", "check_output", "atomic_write_text", "builtin_weights", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "hyperseg"
 _VERSION = 1
@@ -71,6 +71,21 @@ def refuse_replacing_inputs(outputs: Sequence[Path], inputs: Sequence[Union[str,
         if source is not None:
             raise OutputExistsError(f"{option}: {target} is the input {source}, and writing it would replace "
                                     f"the input; choose another output")
+
+
+def check_output(path: Optional[Union[str, Path]], option: str = "", overwrite: bool = False,
+                 inputs: Sequence[Union[str, Path]] = ()) -> None:
+    """Refuse, before any work, an output that is one of the inputs, a folder, or an existing file
+    without ``overwrite``; ``option`` (e.g. ``--out``) names it in the message, None passes."""
+    if path is None:
+        return
+    path = Path(path)
+    refuse_replacing_inputs([path], inputs, option)
+    named = f"{option} {path}" if option else str(path)
+    if path.is_dir():
+        raise HypersegError(f"{named} is a folder; expected a file name")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{named} already exists; choose another name or pass --overwrite")
 
 
 def atomic_save(obj: Any, path: Union[str, Path]) -> Path:
